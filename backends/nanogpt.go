@@ -1,0 +1,364 @@
+package backends
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// NanoGPTConfig configures the NanoGPT backend. The zero value of a duration disables
+// that timeout.
+type NanoGPTConfig struct {
+	// APIKey is sent as the bearer token; it is never logged.
+	APIKey string
+	// BaseURL is the OpenAI-compatible API base, e.g. https://nano-gpt.com/api/v1.
+	BaseURL string
+	// FirstByteTimeout bounds the wait for the upstream's response headers.
+	FirstByteTimeout time.Duration
+	// IdleTimeout bounds the silence between two stream reads.
+	IdleTimeout time.Duration
+	// MaxErrorBody caps how much of an error body is read (default 1 MiB).
+	MaxErrorBody int64
+	// MaxResponseBody caps a non-streaming answer (default 64 MiB).
+	MaxResponseBody int64
+	// UserAgent is sent upstream.
+	UserAgent string
+}
+
+// NanoGPT is the NanoGPT backend: an OpenAI-compatible upstream reached over HTTP.
+// It forwards request bodies byte for byte (model replaced, proxy members removed) and
+// answers byte for byte, adding reasoning_content beside NanoGPT's reasoning.
+type NanoGPT struct {
+	cfg    NanoGPTConfig
+	client *http.Client
+	url    string
+}
+
+var _ Backend = (*NanoGPT)(nil)
+
+// NewTransport returns an HTTP transport tuned for many concurrent upstream calls.
+func NewTransport() *http.Transport {
+	return &http.Transport{
+		Proxy: http.ProxyFromEnvironment,
+		DialContext: (&net.Dialer{
+			Timeout:   10 * time.Second,
+			KeepAlive: 30 * time.Second,
+		}).DialContext,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          1024,
+		MaxIdleConnsPerHost:   512,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ExpectContinueTimeout: time.Second,
+		WriteBufferSize:       64 << 10,
+		ReadBufferSize:        64 << 10,
+	}
+}
+
+// NewNanoGPT returns a NanoGPT backend. client may be nil for a tuned default.
+func NewNanoGPT(cfg NanoGPTConfig, client *http.Client) *NanoGPT {
+	if client == nil {
+		client = &http.Client{Transport: NewTransport()}
+	}
+	if cfg.MaxErrorBody <= 0 {
+		cfg.MaxErrorBody = 1 << 20
+	}
+	if cfg.MaxResponseBody <= 0 {
+		cfg.MaxResponseBody = 64 << 20
+	}
+	if cfg.UserAgent == "" {
+		cfg.UserAgent = "nanogpt-proxy"
+	}
+	return &NanoGPT{cfg: cfg, client: client, url: strings.TrimRight(cfg.BaseURL, "/") + "/chat/completions"}
+}
+
+// Name returns "nanogpt".
+func (n *NanoGPT) Name() string { return "nanogpt" }
+
+// ForwardedHeaders are the client request headers passed upstream; everything else,
+// Authorization above all, is dropped.
+var ForwardedHeaders = []string{"X-Title", "HTTP-Referer", "OpenAI-Organization", "Idempotency-Key"}
+
+// passedResponseHeaders are upstream response headers handed back to the client.
+var passedResponseHeaders = []string{"Retry-After", "X-Ratelimit-Limit-Requests", "X-Ratelimit-Remaining-Requests",
+	"X-Ratelimit-Reset-Requests", "X-Ratelimit-Limit-Tokens", "X-Ratelimit-Remaining-Tokens", "X-Ratelimit-Reset-Tokens"}
+
+// ChatCompletion sends the call to NanoGPT's /chat/completions.
+func (n *NanoGPT) ChatCompletion(ctx context.Context, call *Call) (*Response, error) {
+	body := call.Request.UpstreamBody(call.Model)
+	ctx, cancel := context.WithCancelCause(ctx)
+	var timer *time.Timer
+	if n.cfg.FirstByteTimeout > 0 {
+		timer = time.AfterFunc(n.cfg.FirstByteTimeout, func() { cancel(ErrFirstByteTimeout) })
+	}
+	stop := func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, n.url, bytes.NewReader(body))
+	if err != nil {
+		stop()
+		cancel(nil)
+		return nil, fmt.Errorf("nanogpt: building request: %w", err)
+	}
+	h := req.Header
+	h.Set("Content-Type", "application/json")
+	h.Set("Authorization", "Bearer "+n.cfg.APIKey)
+	h.Set("User-Agent", n.cfg.UserAgent)
+	if call.Request.Stream {
+		h.Set("Accept", "text/event-stream")
+	} else {
+		h.Set("Accept", "application/json")
+	}
+	for _, k := range ForwardedHeaders {
+		if v := call.Header.Get(k); v != "" {
+			h.Set(k, v)
+		}
+	}
+	resp, err := n.client.Do(req)
+	stop()
+	if err != nil {
+		cause := context.Cause(ctx)
+		cancel(nil)
+		if cause != nil && !errors.Is(cause, context.Canceled) {
+			err = cause
+		}
+		return nil, fmt.Errorf("nanogpt: sending request: %w", err)
+	}
+	out := &Response{Header: pickHeaders(resp.Header)}
+	if resp.StatusCode/100 != 2 {
+		defer cancel(nil)
+		defer resp.Body.Close()
+		return nil, n.readError(resp)
+	}
+	ctype := resp.Header.Get("Content-Type")
+	if call.Request.Stream && strings.HasPrefix(ctype, "text/event-stream") {
+		sr := NewSSEReader(resp.Body)
+		sr.Transform = addReasoningContentChunk
+		if n.cfg.IdleTimeout > 0 {
+			idle := time.AfterFunc(n.cfg.IdleTimeout, func() { cancel(ErrIdleTimeout) })
+			sr.OnRead = func() { idle.Reset(n.cfg.IdleTimeout) }
+			out.Stream = &closingStream{SSEReader: sr, stop: func() { idle.Stop(); cancel(nil) }}
+		} else {
+			out.Stream = &closingStream{SSEReader: sr, stop: func() { cancel(nil) }}
+		}
+		sr.Err = func(err error) error {
+			if c := context.Cause(ctx); c != nil && !errors.Is(c, context.Canceled) {
+				return c
+			}
+			return err
+		}
+		return out, nil
+	}
+	defer cancel(nil)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, n.cfg.MaxResponseBody+1))
+	if err != nil {
+		if c := context.Cause(ctx); c != nil && !errors.Is(c, context.Canceled) {
+			err = c
+		}
+		return nil, fmt.Errorf("nanogpt: reading response: %w", err)
+	}
+	if int64(len(b)) > n.cfg.MaxResponseBody {
+		return nil, &APIError{Status: http.StatusBadGateway, Type: "upstream_error", Code: "response_too_large",
+			Message: "nanogpt: response body exceeds the proxy's limit", Backend: n.Name()}
+	}
+	if call.Request.Stream {
+		// The upstream answered a stream request with JSON; hand it back as JSON.
+		out.Body = b
+	} else {
+		if nb := addReasoningContentMessage(b); nb != nil {
+			b = nb
+		}
+		out.Body = b
+	}
+	var meta struct {
+		Model string `json:"model"`
+		Usage *Usage `json:"usage"`
+	}
+	if json.Unmarshal(b, &meta) != nil {
+		return nil, &APIError{Status: http.StatusBadGateway, Type: "upstream_error", Code: "bad_upstream_response",
+			Message: "nanogpt: upstream answered with a body that is not JSON", Backend: n.Name()}
+	}
+	out.Model, out.Usage = meta.Model, meta.Usage
+	return out, nil
+}
+
+type closingStream struct {
+	*SSEReader
+	stop func()
+}
+
+func (c *closingStream) Close() error {
+	c.stop()
+	return c.SSEReader.Close()
+}
+
+func pickHeaders(h http.Header) http.Header {
+	var out http.Header
+	for _, k := range passedResponseHeaders {
+		if v := h.Values(k); len(v) > 0 {
+			if out == nil {
+				out = make(http.Header, 2)
+			}
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// readError turns an upstream HTTP error into an APIError keeping status and message.
+func (n *NanoGPT) readError(resp *http.Response) *APIError {
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, n.cfg.MaxErrorBody))
+	ae := ParseErrorBody(resp.StatusCode, b)
+	ae.Backend = n.Name()
+	ae.RetryAfter = resp.Header.Get("Retry-After")
+	return ae
+}
+
+// ParseErrorBody reads an OpenAI-style error body ({"error":{...}} or {"error":"..."} or
+// {"message":"..."}); when the body has none of these, the message says the status.
+func ParseErrorBody(status int, b []byte) *APIError {
+	ae := &APIError{Status: status, Type: errorTypeFor(status)}
+	var env struct {
+		Error   json.RawMessage `json:"error"`
+		Message string          `json:"message"`
+	}
+	if json.Unmarshal(b, &env) == nil {
+		var inner struct {
+			Message string          `json:"message"`
+			Type    string          `json:"type"`
+			Code    json.RawMessage `json:"code"`
+			Param   *string         `json:"param"`
+		}
+		var s string
+		switch {
+		case len(env.Error) > 0 && env.Error[0] == '{' && json.Unmarshal(env.Error, &inner) == nil:
+			ae.Message = inner.Message
+			if inner.Type != "" {
+				ae.Type = inner.Type
+			}
+			if len(inner.Code) > 0 && inner.Code[0] == '"' {
+				_ = json.Unmarshal(inner.Code, &ae.Code)
+			} else if len(inner.Code) > 0 && string(inner.Code) != "null" {
+				ae.Code = string(inner.Code)
+			}
+			if inner.Param != nil {
+				ae.Param = *inner.Param
+			}
+		case len(env.Error) > 0 && json.Unmarshal(env.Error, &s) == nil:
+			ae.Message = s
+		case env.Message != "":
+			ae.Message = env.Message
+		}
+	}
+	if ae.Message == "" {
+		text := strings.TrimSpace(string(b))
+		if len(text) > 300 {
+			text = text[:300]
+		}
+		ae.Message = fmt.Sprintf("upstream returned HTTP %d", status)
+		if text != "" && !strings.HasPrefix(text, "<") {
+			ae.Message += ": " + text
+		}
+	}
+	return ae
+}
+
+func errorTypeFor(status int) string {
+	switch {
+	case status == 401:
+		return "authentication_error"
+	case status == 403:
+		return "permission_error"
+	case status == 404:
+		return "not_found_error"
+	case status == 429:
+		return "rate_limit_error"
+	case status >= 500:
+		return "server_error"
+	default:
+		return "invalid_request_error"
+	}
+}
+
+// addReasoningContentChunk gives every choices[].delta that carries NanoGPT's "reasoning"
+// a "reasoning_content" copy (which Roo Code reads). It returns nil when nothing changes.
+func addReasoningContentChunk(data []byte) []byte {
+	return addReasoningContent(data, "delta")
+}
+
+// addReasoningContentMessage does the same for choices[].message of a JSON answer.
+func addReasoningContentMessage(body []byte) []byte {
+	return addReasoningContent(body, "message")
+}
+
+func addReasoningContent(data []byte, member string) []byte {
+	if !bytes.Contains(data, []byte(`"reasoning"`)) {
+		return nil
+	}
+	fields, err := SplitObject(data)
+	if err != nil {
+		return nil
+	}
+	choices := Lookup(fields, "choices")
+	if len(choices) == 0 || choices[0] != '[' {
+		return nil
+	}
+	elems, err := SplitArray(choices)
+	if err != nil {
+		return nil
+	}
+	changed := false
+	newChoices := make([]byte, 0, len(choices)+64)
+	newChoices = append(newChoices, '[')
+	for i, c := range elems {
+		if i > 0 {
+			newChoices = append(newChoices, ',')
+		}
+		cf, err := SplitObject(c)
+		if err != nil {
+			newChoices = append(newChoices, c...)
+			continue
+		}
+		inner := Lookup(cf, member)
+		if len(inner) == 0 || inner[0] != '{' {
+			newChoices = append(newChoices, c...)
+			continue
+		}
+		df, err := SplitObject(inner)
+		if err != nil {
+			newChoices = append(newChoices, c...)
+			continue
+		}
+		r := Lookup(df, "reasoning")
+		if r == nil || string(r) == "null" || Lookup(df, "reasoning_content") != nil {
+			newChoices = append(newChoices, c...)
+			continue
+		}
+		// Insert reasoning_content right after reasoning, keeping the other members' order.
+		nd := make([]Field, 0, len(df)+1)
+		for _, f := range df {
+			nd = append(nd, f)
+			if f.Key == "reasoning" {
+				nd = append(nd, Field{Key: "reasoning_content", Value: r})
+			}
+		}
+		cf = SetField(cf, member, JoinObject(nd))
+		newChoices = appendObject(newChoices, cf)
+		changed = true
+	}
+	if !changed {
+		return nil
+	}
+	newChoices = append(newChoices, ']')
+	return JoinObject(SetField(fields, "choices", newChoices))
+}

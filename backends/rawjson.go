@@ -1,0 +1,382 @@
+package backends
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"unicode/utf8"
+)
+
+// Field is one member of a JSON object, kept as the exact bytes the sender wrote.
+// Key is the decoded member name.
+type Field struct {
+	Key   string
+	Value json.RawMessage
+}
+
+// errSyntax is wrapped by every error the raw scanner returns.
+var errSyntax = errors.New("invalid JSON")
+
+// SplitObject splits a JSON object into its members in document order, validating
+// the whole text on the way (strings, numbers, literals, nesting). The values alias b.
+// It costs one pass over b and one allocation for the slice.
+func SplitObject(b []byte) ([]Field, error) {
+	i := skipWS(b, 0)
+	if i >= len(b) || b[i] != '{' {
+		return nil, fmt.Errorf("%w: expected an object", errSyntax)
+	}
+	fields := make([]Field, 0, 12)
+	i = skipWS(b, i+1)
+	if i < len(b) && b[i] == '}' {
+		if j := skipWS(b, i+1); j != len(b) {
+			return nil, fmt.Errorf("%w: trailing data at offset %d", errSyntax, j)
+		}
+		return fields, nil
+	}
+	for {
+		if i >= len(b) || b[i] != '"' {
+			return nil, fmt.Errorf("%w: expected a member name at offset %d", errSyntax, i)
+		}
+		end, err := skipString(b, i)
+		if err != nil {
+			return nil, err
+		}
+		key, err := decodeKey(b[i:end])
+		if err != nil {
+			return nil, err
+		}
+		i = skipWS(b, end)
+		if i >= len(b) || b[i] != ':' {
+			return nil, fmt.Errorf("%w: expected ':' at offset %d", errSyntax, i)
+		}
+		i = skipWS(b, i+1)
+		vend, err := skipValue(b, i, 0)
+		if err != nil {
+			return nil, err
+		}
+		fields = append(fields, Field{Key: key, Value: b[i:vend:vend]})
+		i = skipWS(b, vend)
+		if i >= len(b) {
+			return nil, fmt.Errorf("%w: unexpected end of object", errSyntax)
+		}
+		if b[i] == '}' {
+			if j := skipWS(b, i+1); j != len(b) {
+				return nil, fmt.Errorf("%w: trailing data at offset %d", errSyntax, j)
+			}
+			return fields, nil
+		}
+		if b[i] != ',' {
+			return nil, fmt.Errorf("%w: expected ',' or '}' at offset %d", errSyntax, i)
+		}
+		i = skipWS(b, i+1)
+	}
+}
+
+// SplitArray splits a JSON array into its elements, validating them.
+func SplitArray(b []byte) ([]json.RawMessage, error) {
+	i := skipWS(b, 0)
+	if i >= len(b) || b[i] != '[' {
+		return nil, fmt.Errorf("%w: expected an array", errSyntax)
+	}
+	var elems []json.RawMessage
+	i = skipWS(b, i+1)
+	if i < len(b) && b[i] == ']' {
+		return elems, nil
+	}
+	for {
+		end, err := skipValue(b, i, 0)
+		if err != nil {
+			return nil, err
+		}
+		elems = append(elems, b[i:end:end])
+		i = skipWS(b, end)
+		if i >= len(b) {
+			return nil, fmt.Errorf("%w: unexpected end of array", errSyntax)
+		}
+		if b[i] == ']' {
+			return elems, nil
+		}
+		if b[i] != ',' {
+			return nil, fmt.Errorf("%w: expected ',' or ']' at offset %d", errSyntax, i)
+		}
+		i = skipWS(b, i+1)
+	}
+}
+
+// ValidJSON reports whether b is one valid JSON value (surrounding white space allowed).
+func ValidJSON(b []byte) bool {
+	i := skipWS(b, 0)
+	end, err := skipValue(b, i, 0)
+	return err == nil && skipWS(b, end) == len(b)
+}
+
+// JoinObject writes fields back as a JSON object.
+func JoinObject(fields []Field) []byte {
+	n := 2
+	for _, f := range fields {
+		n += len(f.Key) + len(f.Value) + 4
+	}
+	out := make([]byte, 0, n)
+	return appendObject(out, fields)
+}
+
+func appendObject(out []byte, fields []Field) []byte {
+	out = append(out, '{')
+	for i, f := range fields {
+		if i > 0 {
+			out = append(out, ',')
+		}
+		out = appendKey(out, f.Key)
+		out = append(out, f.Value...)
+	}
+	return append(out, '}')
+}
+
+// appendKey writes "key": with JSON escaping.
+func appendKey(out []byte, key string) []byte {
+	plain := true
+	for i := 0; i < len(key); i++ {
+		if c := key[i]; c < 0x20 || c == '"' || c == '\\' || c >= utf8.RuneSelf {
+			plain = false
+			break
+		}
+	}
+	if plain {
+		out = append(out, '"')
+		out = append(out, key...)
+		out = append(out, '"', ':')
+		return out
+	}
+	out = append(out, quote(key)...)
+	return append(out, ':')
+}
+
+// Lookup returns the value of the first member named key, or nil.
+func Lookup(fields []Field, key string) json.RawMessage {
+	for _, f := range fields {
+		if f.Key == key {
+			return f.Value
+		}
+	}
+	return nil
+}
+
+// SetField replaces the value of key, or appends the member when it is absent.
+func SetField(fields []Field, key string, value json.RawMessage) []Field {
+	for i := range fields {
+		if fields[i].Key == key {
+			fields[i].Value = value
+			return fields
+		}
+	}
+	return append(fields, Field{Key: key, Value: value})
+}
+
+// DeleteField removes every member named key.
+func DeleteField(fields []Field, key string) []Field {
+	out := fields[:0]
+	for _, f := range fields {
+		if f.Key != key {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+func decodeKey(quoted []byte) (string, error) {
+	if bytes.IndexByte(quoted, '\\') < 0 {
+		return string(quoted[1 : len(quoted)-1]), nil
+	}
+	var s string
+	if err := json.Unmarshal(quoted, &s); err != nil {
+		return "", fmt.Errorf("%w: member name: %v", errSyntax, err)
+	}
+	return s, nil
+}
+
+func skipWS(b []byte, i int) int {
+	for i < len(b) {
+		switch b[i] {
+		case ' ', '\t', '\n', '\r':
+			i++
+		default:
+			return i
+		}
+	}
+	return i
+}
+
+const maxDepth = 10000
+
+// skipValue returns the offset just past the JSON value that starts at b[i].
+func skipValue(b []byte, i, depth int) (int, error) {
+	if depth > maxDepth {
+		return 0, fmt.Errorf("%w: nested too deeply", errSyntax)
+	}
+	if i >= len(b) {
+		return 0, fmt.Errorf("%w: unexpected end of input", errSyntax)
+	}
+	switch c := b[i]; {
+	case c == '"':
+		return skipString(b, i)
+	case c == '{':
+		i = skipWS(b, i+1)
+		if i < len(b) && b[i] == '}' {
+			return i + 1, nil
+		}
+		for {
+			if i >= len(b) || b[i] != '"' {
+				return 0, fmt.Errorf("%w: expected a member name at offset %d", errSyntax, i)
+			}
+			end, err := skipString(b, i)
+			if err != nil {
+				return 0, err
+			}
+			i = skipWS(b, end)
+			if i >= len(b) || b[i] != ':' {
+				return 0, fmt.Errorf("%w: expected ':' at offset %d", errSyntax, i)
+			}
+			i = skipWS(b, i+1)
+			if i, err = skipValue(b, i, depth+1); err != nil {
+				return 0, err
+			}
+			i = skipWS(b, i)
+			if i >= len(b) {
+				return 0, fmt.Errorf("%w: unexpected end of object", errSyntax)
+			}
+			if b[i] == '}' {
+				return i + 1, nil
+			}
+			if b[i] != ',' {
+				return 0, fmt.Errorf("%w: expected ',' or '}' at offset %d", errSyntax, i)
+			}
+			i = skipWS(b, i+1)
+		}
+	case c == '[':
+		i = skipWS(b, i+1)
+		if i < len(b) && b[i] == ']' {
+			return i + 1, nil
+		}
+		for {
+			var err error
+			if i, err = skipValue(b, i, depth+1); err != nil {
+				return 0, err
+			}
+			i = skipWS(b, i)
+			if i >= len(b) {
+				return 0, fmt.Errorf("%w: unexpected end of array", errSyntax)
+			}
+			if b[i] == ']' {
+				return i + 1, nil
+			}
+			if b[i] != ',' {
+				return 0, fmt.Errorf("%w: expected ',' or ']' at offset %d", errSyntax, i)
+			}
+			i = skipWS(b, i+1)
+		}
+	case c == 't':
+		return skipLiteral(b, i, "true")
+	case c == 'f':
+		return skipLiteral(b, i, "false")
+	case c == 'n':
+		return skipLiteral(b, i, "null")
+	case c == '-' || (c >= '0' && c <= '9'):
+		return skipNumber(b, i)
+	default:
+		return 0, fmt.Errorf("%w: unexpected character %q at offset %d", errSyntax, c, i)
+	}
+}
+
+func skipLiteral(b []byte, i int, lit string) (int, error) {
+	if len(b)-i < len(lit) || string(b[i:i+len(lit)]) != lit {
+		return 0, fmt.Errorf("%w: bad literal at offset %d", errSyntax, i)
+	}
+	return i + len(lit), nil
+}
+
+func skipNumber(b []byte, i int) (int, error) {
+	start := i
+	if b[i] == '-' {
+		i++
+	}
+	digits := func() int {
+		n := 0
+		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
+			i++
+			n++
+		}
+		return n
+	}
+	if i < len(b) && b[i] == '0' {
+		i++
+	} else if digits() == 0 {
+		return 0, fmt.Errorf("%w: bad number at offset %d", errSyntax, start)
+	}
+	if i < len(b) && b[i] == '.' {
+		i++
+		if digits() == 0 {
+			return 0, fmt.Errorf("%w: bad number at offset %d", errSyntax, start)
+		}
+	}
+	if i < len(b) && (b[i] == 'e' || b[i] == 'E') {
+		i++
+		if i < len(b) && (b[i] == '+' || b[i] == '-') {
+			i++
+		}
+		if digits() == 0 {
+			return 0, fmt.Errorf("%w: bad number at offset %d", errSyntax, start)
+		}
+	}
+	return i, nil
+}
+
+// skipString returns the offset past the closing quote of the string at b[i].
+// It rejects control characters, bad escapes and invalid UTF-8 as encoding/json does not
+// (encoding/json replaces invalid UTF-8; rejecting it keeps what we forward well-formed).
+func skipString(b []byte, i int) (int, error) {
+	start := i
+	i++
+	for i < len(b) {
+		c := b[i]
+		switch {
+		case c == '"':
+			return i + 1, nil
+		case c == '\\':
+			if i+1 >= len(b) {
+				return 0, fmt.Errorf("%w: unterminated string at offset %d", errSyntax, start)
+			}
+			switch b[i+1] {
+			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+				i += 2
+			case 'u':
+				if i+6 > len(b) || !isHex4(b[i+2:i+6]) {
+					return 0, fmt.Errorf("%w: bad \\u escape at offset %d", errSyntax, i)
+				}
+				i += 6
+			default:
+				return 0, fmt.Errorf("%w: bad escape at offset %d", errSyntax, i)
+			}
+		case c < 0x20:
+			return 0, fmt.Errorf("%w: control character in string at offset %d", errSyntax, i)
+		case c < utf8.RuneSelf:
+			i++
+		default:
+			r, size := utf8.DecodeRune(b[i:])
+			if r == utf8.RuneError && size == 1 {
+				return 0, fmt.Errorf("%w: invalid UTF-8 at offset %d", errSyntax, i)
+			}
+			i += size
+		}
+	}
+	return 0, fmt.Errorf("%w: unterminated string at offset %d", errSyntax, start)
+}
+
+func isHex4(b []byte) bool {
+	for _, c := range b {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F') {
+			return false
+		}
+	}
+	return true
+}

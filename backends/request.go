@@ -1,0 +1,463 @@
+package backends
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"strings"
+)
+
+// ChatRequest is an OpenAI chat completion request kept as raw JSON. The proxy decodes
+// only the members it reads (model, messages, stream, stream_options and its own role and
+// conversation_id); every other member is forwarded byte for byte, in the client's order.
+type ChatRequest struct {
+	// Model is the model the client asked for ("auto", "auto:<role>" or a model id).
+	Model string
+	// Stream reports whether the client asked for server-sent events.
+	Stream bool
+	// IncludeUsage reports whether the client itself asked for stream_options.include_usage.
+	IncludeUsage bool
+	// Role is the proxy's own "role" member (empty when absent). It never goes upstream.
+	Role string
+	// ConversationID is the proxy's own "conversation_id" member. It never goes upstream.
+	ConversationID string
+	// Messages are the conversation, in order. Stages may edit the slice; untouched
+	// messages keep their raw bytes.
+	Messages []Message
+
+	fields []Field
+}
+
+// Message is one chat message. Raw holds the client's exact bytes; members other than
+// role and content are only ever read from Raw.
+type Message struct {
+	Role string
+	// Content is the raw content: a JSON string, an array of parts, or null/absent (nil).
+	Content json.RawMessage
+	// ToolCallID is set on role "tool" messages.
+	ToolCallID string
+	// Raw is the message as the client sent it; nil for messages the proxy made or changed.
+	Raw json.RawMessage
+
+	fields []Field
+}
+
+// RequestError is a client error found while decoding a request; it becomes a 400
+// invalid_request_error naming Param.
+type RequestError struct {
+	Param   string
+	Message string
+}
+
+func (e *RequestError) Error() string { return e.Message }
+
+// ParseChatRequest decodes and validates a chat completion body.
+func ParseChatRequest(body []byte) (*ChatRequest, error) {
+	fields, err := SplitObject(body)
+	if err != nil {
+		return nil, &RequestError{Message: "We could not parse the JSON body of your request: " + err.Error() +
+			". (HINT: This likely means you aren't using your HTTP library correctly. The OpenAI API expects a JSON payload.)"}
+	}
+	r := &ChatRequest{fields: fields}
+	var sawMessages bool
+	for _, f := range fields {
+		switch f.Key {
+		case "model":
+			if err := decodeString(f.Value, &r.Model); err != nil {
+				return nil, typeError("model", "a string", f.Value)
+			}
+		case "stream":
+			if isNull(f.Value) {
+				continue
+			}
+			if err := json.Unmarshal(f.Value, &r.Stream); err != nil {
+				return nil, typeError("stream", "a boolean", f.Value)
+			}
+		case "stream_options":
+			if isNull(f.Value) {
+				continue
+			}
+			var so struct {
+				IncludeUsage *bool `json:"include_usage"`
+			}
+			if f.Value[0] != '{' || json.Unmarshal(f.Value, &so) != nil {
+				return nil, typeError("stream_options", "an object", f.Value)
+			}
+			r.IncludeUsage = so.IncludeUsage != nil && *so.IncludeUsage
+		case "role":
+			if err := decodeString(f.Value, &r.Role); err != nil {
+				return nil, typeError("role", "a string", f.Value)
+			}
+		case "conversation_id":
+			if err := decodeString(f.Value, &r.ConversationID); err != nil {
+				return nil, typeError("conversation_id", "a string", f.Value)
+			}
+		case "messages":
+			sawMessages = true
+			if f.Value[0] != '[' {
+				return nil, typeError("messages", "an array", f.Value)
+			}
+			elems, _ := SplitArray(f.Value) // already validated by SplitObject
+			r.Messages = make([]Message, 0, len(elems))
+			for i, e := range elems {
+				m, err := parseMessage(e)
+				if err != nil {
+					err.Param = fmt.Sprintf("messages.[%d].%s", i, err.Param)
+					err.Message = fmt.Sprintf("Invalid value for 'messages[%d]': %s", i, err.Message)
+					return nil, err
+				}
+				r.Messages = append(r.Messages, m)
+			}
+		}
+	}
+	if r.Model == "" {
+		return nil, &RequestError{Param: "model", Message: "you must provide a model parameter"}
+	}
+	if !sawMessages {
+		return nil, &RequestError{Param: "messages", Message: "Missing required parameter: 'messages'."}
+	}
+	if len(r.Messages) == 0 {
+		return nil, &RequestError{Param: "messages", Message: "Invalid 'messages': empty array. Expected an array with minimum length 1, but got an empty array instead."}
+	}
+	return r, nil
+}
+
+func parseMessage(raw json.RawMessage) (Message, *RequestError) {
+	if raw[0] != '{' {
+		return Message{}, &RequestError{Message: "expected an object"}
+	}
+	fields, _ := SplitObject(raw)
+	m := Message{Raw: raw, fields: fields}
+	for _, f := range fields {
+		switch f.Key {
+		case "role":
+			if decodeString(f.Value, &m.Role) != nil {
+				return Message{}, &RequestError{Param: "role", Message: "'role' must be a string"}
+			}
+		case "content":
+			switch f.Value[0] {
+			case '"', '[':
+				m.Content = f.Value
+			case 'n':
+			default:
+				return Message{}, &RequestError{Param: "content", Message: "'content' must be a string or an array of content parts"}
+			}
+		case "tool_call_id":
+			_ = decodeString(f.Value, &m.ToolCallID)
+		}
+	}
+	switch m.Role {
+	case "system", "developer", "user", "assistant", "tool", "function":
+	case "":
+		return Message{}, &RequestError{Param: "role", Message: "missing required member 'role'"}
+	default:
+		return Message{}, &RequestError{Param: "role", Message: fmt.Sprintf("unknown role %q; expected one of system, developer, user, assistant, tool", m.Role)}
+	}
+	return m, nil
+}
+
+func typeError(param, want string, got json.RawMessage) *RequestError {
+	return &RequestError{Param: param, Message: fmt.Sprintf("Invalid type for '%s': expected %s, but got %s instead.", param, want, jsonKind(got))}
+}
+
+func jsonKind(v json.RawMessage) string {
+	switch v[0] {
+	case '"':
+		return "a string"
+	case '{':
+		return "an object"
+	case '[':
+		return "an array"
+	case 't', 'f':
+		return "a boolean"
+	case 'n':
+		return "null"
+	default:
+		return "a number"
+	}
+}
+
+func isNull(v json.RawMessage) bool { return len(v) == 4 && string(v) == "null" }
+
+func decodeString(v json.RawMessage, dst *string) error {
+	if len(v) == 0 || v[0] != '"' {
+		return fmt.Errorf("not a string")
+	}
+	if bytes.IndexByte(v, '\\') < 0 {
+		*dst = string(v[1 : len(v)-1])
+		return nil
+	}
+	return json.Unmarshal(v, dst)
+}
+
+// Text returns the message's text: the string content, or the text parts joined by
+// newlines. Non-text parts are skipped. At most limit bytes are returned (limit <= 0: all).
+func (m *Message) Text(limit int) string {
+	return ContentText(m.Content, limit)
+}
+
+// ContentText returns the text of a raw content value (string or parts array), cut at limit
+// bytes when limit > 0. Only the prefix needed is decoded.
+func ContentText(content json.RawMessage, limit int) string {
+	if len(content) == 0 {
+		return ""
+	}
+	switch content[0] {
+	case '"':
+		return stringPrefix(content, limit)
+	case '[':
+		parts, err := SplitArray(content)
+		if err != nil {
+			return ""
+		}
+		var sb strings.Builder
+		for _, p := range parts {
+			pf, err := SplitObject(p)
+			if err != nil {
+				continue
+			}
+			var typ string
+			_ = decodeString(Lookup(pf, "type"), &typ)
+			if typ != "text" && typ != "" {
+				continue
+			}
+			t := Lookup(pf, "text")
+			if t == nil {
+				continue
+			}
+			if sb.Len() > 0 {
+				sb.WriteByte('\n')
+			}
+			rest := 0
+			if limit > 0 {
+				rest = limit - sb.Len()
+				if rest <= 0 {
+					break
+				}
+			}
+			sb.WriteString(stringPrefix(t, rest))
+			if limit > 0 && sb.Len() >= limit {
+				break
+			}
+		}
+		return sb.String()
+	}
+	return ""
+}
+
+// stringPrefix decodes a JSON string value, decoding only about limit bytes of it.
+func stringPrefix(v json.RawMessage, limit int) string {
+	if len(v) < 2 || v[0] != '"' {
+		return ""
+	}
+	if limit > 0 && len(v) > limit+2 {
+		// Cut the raw text, then back off so we never split an escape sequence.
+		cut := limit + 1
+		for k := cut - 1; k > cut-7 && k > 0; k-- {
+			if v[k] == '\\' {
+				cut = k
+				break
+			}
+		}
+		buf := make([]byte, 0, cut+1)
+		buf = append(buf, v[:cut]...)
+		buf = append(buf, '"')
+		var s string
+		if json.Unmarshal(buf, &s) == nil {
+			return s
+		}
+		// An escape like \\ right before the cut: fall back to the whole string.
+	}
+	var s string
+	if bytes.IndexByte(v, '\\') < 0 {
+		s = string(v[1 : len(v)-1])
+	} else if json.Unmarshal(v, &s) != nil {
+		return ""
+	}
+	if limit > 0 && len(s) > limit {
+		s = s[:limit]
+	}
+	return s
+}
+
+// AppendText adds text at the end of the message content: to a string content it is
+// appended after a blank line; to a parts array it is added as a new text part, so every
+// existing part (with its cache_control marker) stays byte-identical.
+func (m *Message) AppendText(text string) {
+	m.setText(text, false)
+}
+
+// PrependText adds text at the start of the message content, like AppendText.
+func (m *Message) PrependText(text string) {
+	m.setText(text, true)
+}
+
+func (m *Message) setText(text string, prepend bool) {
+	if m.fields == nil {
+		m.fields = []Field{{Key: "role", Value: quote(m.Role)}}
+	}
+	var content json.RawMessage
+	switch {
+	case len(m.Content) > 0 && m.Content[0] == '[':
+		part := JoinObject([]Field{{Key: "type", Value: json.RawMessage(`"text"`)}, {Key: "text", Value: quote(text)}})
+		inner := bytes.TrimSpace(m.Content[1 : len(m.Content)-1])
+		buf := make([]byte, 0, len(m.Content)+len(part)+2)
+		buf = append(buf, '[')
+		if prepend {
+			buf = append(buf, part...)
+			if len(inner) > 0 {
+				buf = append(buf, ',')
+			}
+			buf = append(buf, inner...)
+		} else {
+			buf = append(buf, inner...)
+			if len(inner) > 0 {
+				buf = append(buf, ',')
+			}
+			buf = append(buf, part...)
+		}
+		content = append(buf, ']')
+	case len(m.Content) > 2 && m.Content[0] == '"':
+		// Splice into the raw string so the client's own bytes stay exactly as sent.
+		if prepend {
+			add := quote(text + "\n\n")
+			content = append(add[:len(add)-1:len(add)-1], m.Content[1:]...)
+		} else {
+			add := quote("\n\n" + text)
+			content = append(m.Content[:len(m.Content)-1:len(m.Content)-1], add[1:]...)
+		}
+	default:
+		content = quote(text)
+	}
+	m.Content = content
+	m.fields = SetField(m.fields, "content", content)
+	m.Raw = nil
+}
+
+// NewMessage makes a message with a string content.
+func NewMessage(role, text string) Message {
+	c := quote(text)
+	return Message{Role: role, Content: c, fields: []Field{{Key: "role", Value: quote(role)}, {Key: "content", Value: c}}}
+}
+
+// JSON returns the message as it goes upstream.
+func (m *Message) JSON() json.RawMessage {
+	if m.Raw != nil {
+		return m.Raw
+	}
+	if m.fields == nil {
+		fs := []Field{{Key: "role", Value: quote(m.Role)}}
+		if m.Content != nil {
+			fs = append(fs, Field{Key: "content", Value: m.Content})
+		}
+		return JoinObject(fs)
+	}
+	return JoinObject(m.fields)
+}
+
+// Get returns the raw value of a message member, or nil.
+func (m *Message) Get(key string) json.RawMessage { return Lookup(m.fields, key) }
+
+// Get returns the raw value of a top-level request member, or nil.
+func (r *ChatRequest) Get(key string) json.RawMessage { return Lookup(r.fields, key) }
+
+// Set replaces or adds a top-level member. Used for members the proxy does not own
+// (a backend translating the request, or a stage that must set a default).
+func (r *ChatRequest) Set(key string, value json.RawMessage) {
+	r.fields = SetField(r.fields, key, value)
+}
+
+// Fields returns the top-level members as the client sent them, in order.
+func (r *ChatRequest) Fields() []Field { return r.fields }
+
+// Clone returns a copy whose Messages slice can be edited without touching r.
+func (r *ChatRequest) Clone() *ChatRequest {
+	c := *r
+	c.Messages = append([]Message(nil), r.Messages...)
+	c.fields = append([]Field(nil), r.fields...)
+	return &c
+}
+
+// ownedKeys are request members that belong to the proxy and never go upstream.
+func ownedKey(k string) bool { return k == "role" || k == "conversation_id" }
+
+// UpstreamBody encodes the request for an OpenAI-compatible upstream: model replaced by
+// model, the proxy's own members removed, messages from r.Messages, and, for streams,
+// stream_options.include_usage forced on so accounting never depends on the client.
+// Every other member is copied byte for byte in the client's order.
+func (r *ChatRequest) UpstreamBody(model string) []byte {
+	n := 64 + len(model)
+	for _, f := range r.fields {
+		n += len(f.Key) + len(f.Value) + 4
+	}
+	for i := range r.Messages {
+		if r.Messages[i].Raw == nil {
+			n += len(r.Messages[i].Content) + 64
+		}
+	}
+	out := make([]byte, 0, n)
+	out = append(out, '{')
+	first := true
+	sep := func() {
+		if !first {
+			out = append(out, ',')
+		}
+		first = false
+	}
+	sawStreamOptions := false
+	for _, f := range r.fields {
+		switch {
+		case ownedKey(f.Key):
+			continue
+		case f.Key == "model":
+			sep()
+			out = append(out, `"model":`...)
+			out = append(out, quote(model)...)
+		case f.Key == "messages":
+			sep()
+			out = append(out, `"messages":[`...)
+			for i := range r.Messages {
+				if i > 0 {
+					out = append(out, ',')
+				}
+				out = append(out, r.Messages[i].JSON()...)
+			}
+			out = append(out, ']')
+		case f.Key == "stream_options" && r.Stream:
+			sawStreamOptions = true
+			sep()
+			out = append(out, `"stream_options":`...)
+			if r.IncludeUsage {
+				out = append(out, f.Value...)
+			} else {
+				out = append(out, withIncludeUsage(f.Value)...)
+			}
+		default:
+			sep()
+			out = appendKey(out, f.Key)
+			out = append(out, f.Value...)
+		}
+	}
+	if r.Stream && !sawStreamOptions {
+		sep()
+		out = append(out, `"stream_options":{"include_usage":true}`...)
+	}
+	return append(out, '}')
+}
+
+func withIncludeUsage(v json.RawMessage) json.RawMessage {
+	fs, err := SplitObject(v)
+	if err != nil {
+		return json.RawMessage(`{"include_usage":true}`)
+	}
+	return JoinObject(SetField(fs, "include_usage", json.RawMessage("true")))
+}
+
+// quote encodes s as a JSON string without HTML escaping.
+func quote(s string) json.RawMessage {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(s) // strings always encode
+	return bytes.TrimRight(buf.Bytes(), "\n")
+}

@@ -1,0 +1,189 @@
+package backends
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// SSEReader reads OpenAI-style server-sent events from an upstream body and returns each
+// event byte for byte, as soon as its terminating blank line arrives. Lines of any length
+// are supported. The only rewrite is Transform, applied to data payloads.
+type SSEReader struct {
+	br   *bufio.Reader
+	body io.Closer
+	buf  []byte
+	line []byte
+	done bool
+
+	// Transform, when non-nil, may return a replacement for a JSON data payload,
+	// or nil to keep it as it is.
+	Transform func(data []byte) []byte
+	// OnRead is called after every successful read from the body (used to reset an
+	// idle timer).
+	OnRead func()
+	// Err maps a read error to the error Next returns (used to surface a context cause).
+	Err func(error) error
+}
+
+// NewSSEReader reads events from body; Close closes body.
+func NewSSEReader(body io.ReadCloser) *SSEReader {
+	return &SSEReader{br: bufio.NewReaderSize(body, 32<<10), body: body}
+}
+
+// Close closes the upstream body.
+func (s *SSEReader) Close() error { return s.body.Close() }
+
+// readLine returns the next line including its terminator; the slice is valid until the
+// next call.
+func (s *SSEReader) readLine() ([]byte, error) {
+	line, err := s.br.ReadSlice('\n')
+	if err == nil {
+		return line, nil
+	}
+	if !errors.Is(err, bufio.ErrBufferFull) {
+		return line, err
+	}
+	s.line = append(s.line[:0], line...)
+	for {
+		line, err = s.br.ReadSlice('\n')
+		s.line = append(s.line, line...)
+		if !errors.Is(err, bufio.ErrBufferFull) {
+			return s.line, err
+		}
+	}
+}
+
+// Next returns the next event. See EventStream.
+func (s *SSEReader) Next() (Event, error) {
+	if s.done {
+		return Event{}, io.EOF
+	}
+	s.buf = s.buf[:0]
+	type span struct{ from, to int }
+	var spans []span
+	var one [1]span
+	spans = one[:0]
+	comment := true
+	for {
+		line, err := s.readLine()
+		if len(line) > 0 && s.OnRead != nil {
+			s.OnRead()
+		}
+		if err != nil {
+			if s.Err != nil {
+				err = s.Err(err)
+			}
+			if !errors.Is(err, io.EOF) {
+				return Event{}, fmt.Errorf("reading stream: %w", err)
+			}
+			if len(bytes.TrimSpace(line)) == 0 && len(bytes.TrimSpace(s.buf)) == 0 {
+				return Event{}, fmt.Errorf("reading stream: %w", ErrStreamCut)
+			}
+			// A last event without its blank line: take it as complete; the next call
+			// reports the missing [DONE].
+			line = append(line, '\n')
+		}
+		trimmed := bytes.TrimRight(line, "\r\n")
+		if len(trimmed) == 0 {
+			if len(s.buf) == 0 {
+				if err != nil {
+					return Event{}, fmt.Errorf("reading stream: %w", ErrStreamCut)
+				}
+				continue // stray blank line between events
+			}
+			s.buf = append(s.buf, line...)
+			break
+		}
+		at := len(s.buf)
+		s.buf = append(s.buf, line...)
+		switch {
+		case trimmed[0] == ':':
+		case bytes.HasPrefix(trimmed, []byte("data:")):
+			comment = false
+			from := at + 5
+			if len(trimmed) > 5 && trimmed[5] == ' ' {
+				from++
+			}
+			spans = append(spans, span{from, at + len(trimmed)})
+		default:
+			comment = false // event:, id:, retry: lines are forwarded as they are
+		}
+		if err != nil {
+			s.buf = append(s.buf, '\n')
+			break
+		}
+	}
+	ev := Event{Raw: s.buf}
+	if comment || len(spans) == 0 {
+		return ev, nil
+	}
+	var data []byte
+	if len(spans) == 1 {
+		data = s.buf[spans[0].from:spans[0].to:spans[0].to]
+	} else {
+		for i, sp := range spans {
+			if i > 0 {
+				data = append(data, '\n')
+			}
+			data = append(data, s.buf[sp.from:sp.to]...)
+		}
+	}
+	if string(data) == "[DONE]" {
+		s.done = true
+		ev.Done = true
+		return ev, nil
+	}
+	if !ValidJSON(data) {
+		return Event{}, fmt.Errorf("reading stream: malformed chunk: %.200q", data)
+	}
+	if s.Transform != nil {
+		if nd := s.Transform(data); nd != nil {
+			data = nd
+			ev.Raw = append(append([]byte("data: "), data...), "\n\n"...)
+		}
+	}
+	ev.Data = data
+	InspectChunk(&ev)
+	return ev, nil
+}
+
+// InspectChunk fills the Usage, UsageOnly and Content fields of ev from ev.Data.
+// It parses only when the payload mentions usage, so plain content deltas cost a scan.
+func InspectChunk(ev *Event) {
+	d := ev.Data
+	if bytes.Contains(d, []byte(`"usage"`)) {
+		var c struct {
+			Choices []json.RawMessage `json:"choices"`
+			Usage   *Usage            `json:"usage"`
+		}
+		if json.Unmarshal(d, &c) == nil && c.Usage != nil {
+			ev.Usage = c.Usage
+			ev.UsageOnly = len(c.Choices) == 0
+		}
+	}
+	ev.Content = hasContent(d)
+}
+
+// hasContent reports whether a chunk carries output: a tool call, reasoning, a refusal or
+// non-empty content text.
+func hasContent(d []byte) bool {
+	if bytes.Contains(d, []byte(`"tool_calls"`)) || bytes.Contains(d, []byte(`"reasoning`)) ||
+		bytes.Contains(d, []byte(`"refusal":"`)) {
+		return true
+	}
+	const key = `"content":"`
+	for rest := d; ; {
+		i := bytes.Index(rest, []byte(key))
+		if i < 0 {
+			return false
+		}
+		rest = rest[i+len(key):]
+		if len(rest) > 0 && rest[0] != '"' {
+			return true
+		}
+	}
+}

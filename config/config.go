@@ -1,0 +1,289 @@
+// Package config owns the proxy's settings: the Config struct with its defaults, loading
+// from the optional YAML file named by CONFIG_PATH and from environment variables (which
+// win), validation, and the embedded default prompt strategies.
+//
+// Config is loaded once in main; every other package receives its own sub-struct and never
+// reads the environment.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Config is every setting of the proxy.
+type Config struct {
+	Server   Server   `yaml:"server"`
+	NanoGPT  NanoGPT  `yaml:"nanogpt"`
+	Vertex   Vertex   `yaml:"vertex"`
+	Routing  Routing  `yaml:"routing"`
+	Prompt   Prompt   `yaml:"prompt"`
+	Storage  Storage  `yaml:"storage"`
+	Admin    Admin    `yaml:"admin"`
+	Log      Log      `yaml:"log"`
+	Upstream Upstream `yaml:"upstream"`
+}
+
+// Server is the HTTP listener.
+type Server struct {
+	Host string `yaml:"host"`
+	Port int    `yaml:"port"`
+	// MaxBodyBytes caps a request body; larger bodies get 413.
+	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+	// ShutdownTimeout is how long in-flight requests may run after SIGINT/SIGTERM.
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+}
+
+// Addr is host:port.
+func (s Server) Addr() string { return s.Host + ":" + strconv.Itoa(s.Port) }
+
+// Upstream holds timeouts shared by every backend.
+type Upstream struct {
+	// FirstByteTimeout bounds the wait for an upstream's response headers (504 past it).
+	FirstByteTimeout time.Duration `yaml:"first_byte_timeout"`
+	// IdleTimeout bounds the silence inside a stream (an SSE error event past it).
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+}
+
+// NanoGPT configures the NanoGPT backend and its subscription quota.
+type NanoGPT struct {
+	// APIKey enables the backend; empty disables it. Never logged.
+	APIKey          string `yaml:"-"`
+	BaseURL         string `yaml:"base_url"`
+	MonthlyQuota    int64  `yaml:"monthly_quota"`
+	QuotaUnit       string `yaml:"quota_unit"`
+	SubscriptionURL string `yaml:"subscription_url"`
+}
+
+// Enabled reports whether the backend has a key.
+func (n NanoGPT) Enabled() bool { return n.APIKey != "" }
+
+// Vertex configures the Vertex AI backend.
+type Vertex struct {
+	ProjectID string `yaml:"project_id"`
+	Location  string `yaml:"location"`
+	// BaseURL overrides the endpoint; no Google credentials are needed then.
+	BaseURL string `yaml:"base_url"`
+}
+
+// Enabled reports whether a project is set.
+func (v Vertex) Enabled() bool { return v.ProjectID != "" }
+
+// Routing configures model selection.
+type Routing struct {
+	ActiveProfile string `yaml:"active_profile"`
+	RankingsPath  string `yaml:"rankings_path"`
+}
+
+// Prompt configures the prompt engineer.
+type Prompt struct {
+	StrategiesPath string `yaml:"strategies_path"`
+}
+
+// Storage configures the SQLite database.
+type Storage struct {
+	DBPath string `yaml:"db_path"`
+	// QueueSize is how many usage rows may wait for the writer before new ones are dropped.
+	QueueSize int `yaml:"queue_size"`
+	// FlushInterval is the longest a row waits before being written.
+	FlushInterval time.Duration `yaml:"flush_interval"`
+}
+
+// Admin protects /admin/*.
+type Admin struct {
+	// Token, when set, is required as a bearer token on /admin/*. Never logged.
+	Token string `yaml:"-"`
+}
+
+// Log configures slog.
+type Log struct {
+	Level  string `yaml:"level"`
+	Format string `yaml:"format"`
+}
+
+// Default returns the documented defaults.
+func Default() Config {
+	return Config{
+		Server: Server{Host: "127.0.0.1", Port: 8090, MaxBodyBytes: 32 << 20, ShutdownTimeout: 30 * time.Second},
+		Upstream: Upstream{
+			FirstByteTimeout: 5 * time.Minute,
+			IdleTimeout:      2 * time.Minute,
+		},
+		NanoGPT: NanoGPT{
+			BaseURL:      "https://nano-gpt.com/api/v1",
+			MonthlyQuota: 60000,
+			QuotaUnit:    "requests",
+		},
+		Vertex:  Vertex{Location: "us-central1"},
+		Routing: Routing{ActiveProfile: "personal", RankingsPath: "data/model_routing.json"},
+		Prompt:  Prompt{StrategiesPath: "config/prompt_strategies.yaml"},
+		Storage: Storage{DBPath: "~/.mcp/proxy/usage.db", QueueSize: 4096, FlushInterval: 200 * time.Millisecond},
+		Log:     Log{Level: "info", Format: "text"},
+	}
+}
+
+// Load builds the configuration: defaults, then the YAML file named by CONFIG_PATH (if
+// any), then environment variables. getenv is os.Getenv in main and a map in tests.
+func Load(getenv func(string) string) (*Config, error) {
+	cfg := Default()
+	if p := getenv("CONFIG_PATH"); p != "" {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return nil, fmt.Errorf("CONFIG_PATH: %w", err)
+		}
+		dec := yaml.NewDecoder(strings.NewReader(string(b)))
+		dec.KnownFields(true)
+		if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("CONFIG_PATH %s: %w", p, err)
+		}
+	}
+	if err := applyEnv(&cfg, getenv); err != nil {
+		return nil, err
+	}
+	if cfg.NanoGPT.SubscriptionURL == "" {
+		cfg.NanoGPT.SubscriptionURL = defaultSubscriptionURL(cfg.NanoGPT.BaseURL)
+	}
+	cfg.Storage.DBPath = expandHome(cfg.Storage.DBPath, getenv("HOME"))
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &cfg, nil
+}
+
+func applyEnv(cfg *Config, getenv func(string) string) error {
+	str := func(name string, dst *string) {
+		if v := getenv(name); v != "" {
+			*dst = v
+		}
+	}
+	var errs []error
+	integer := func(name string, dst *int64) {
+		if v := getenv(name); v != "" {
+			n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s: %q is not a whole number", name, v))
+				return
+			}
+			*dst = n
+		}
+	}
+	str("NANOGPT_API_KEY", &cfg.NanoGPT.APIKey)
+	str("NANOGPT_BASE_URL", &cfg.NanoGPT.BaseURL)
+	integer("NANOGPT_MONTHLY_QUOTA", &cfg.NanoGPT.MonthlyQuota)
+	str("NANOGPT_QUOTA_UNIT", &cfg.NanoGPT.QuotaUnit)
+	str("NANOGPT_SUBSCRIPTION_URL", &cfg.NanoGPT.SubscriptionURL)
+	str("VERTEX_PROJECT_ID", &cfg.Vertex.ProjectID)
+	str("VERTEX_LOCATION", &cfg.Vertex.Location)
+	str("VERTEX_BASE_URL", &cfg.Vertex.BaseURL)
+	str("ACTIVE_PROFILE", &cfg.Routing.ActiveProfile)
+	str("HOST", &cfg.Server.Host)
+	port := int64(cfg.Server.Port)
+	integer("PORT", &port)
+	cfg.Server.Port = int(port)
+	str("DB_PATH", &cfg.Storage.DBPath)
+	str("PROMPT_STRATEGIES_PATH", &cfg.Prompt.StrategiesPath)
+	str("MODEL_ROUTING_PATH", &cfg.Routing.RankingsPath)
+	str("ADMIN_TOKEN", &cfg.Admin.Token)
+	str("LOG_LEVEL", &cfg.Log.Level)
+	str("LOG_FORMAT", &cfg.Log.Format)
+	integer("MAX_BODY_BYTES", &cfg.Server.MaxBodyBytes)
+	return errors.Join(errs...)
+}
+
+// Validate reports every invalid setting, each naming its variable.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	if c.Server.Port < 1 || c.Server.Port > 65535 {
+		bad("PORT: %d is not a TCP port (1-65535)", c.Server.Port)
+	}
+	if c.Server.MaxBodyBytes < 1024 {
+		bad("MAX_BODY_BYTES: %d is too small (at least 1024)", c.Server.MaxBodyBytes)
+	}
+	if err := checkURL(c.NanoGPT.BaseURL); err != nil {
+		bad("NANOGPT_BASE_URL: %v", err)
+	}
+	if err := checkURL(c.NanoGPT.SubscriptionURL); err != nil {
+		bad("NANOGPT_SUBSCRIPTION_URL: %v", err)
+	}
+	if c.NanoGPT.MonthlyQuota < 0 {
+		bad("NANOGPT_MONTHLY_QUOTA: %d must not be negative", c.NanoGPT.MonthlyQuota)
+	}
+	if u := c.NanoGPT.QuotaUnit; u != "requests" && u != "tokens" {
+		bad("NANOGPT_QUOTA_UNIT: %q must be \"requests\" or \"tokens\"", u)
+	}
+	if c.Vertex.BaseURL != "" {
+		if err := checkURL(c.Vertex.BaseURL); err != nil {
+			bad("VERTEX_BASE_URL: %v", err)
+		}
+	}
+	if c.Vertex.Location == "" {
+		bad("VERTEX_LOCATION: must not be empty")
+	}
+	if p := c.Routing.ActiveProfile; p != "personal" && p != "work" {
+		bad("ACTIVE_PROFILE: %q must be \"personal\" or \"work\"", p)
+	}
+	switch strings.ToLower(c.Log.Level) {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("LOG_LEVEL: %q must be debug, info, warn or error", c.Log.Level)
+	}
+	if f := c.Log.Format; f != "text" && f != "json" {
+		bad("LOG_FORMAT: %q must be \"text\" or \"json\"", f)
+	}
+	if c.Storage.DBPath == "" {
+		bad("DB_PATH: must not be empty")
+	}
+	if c.Storage.QueueSize < 1 {
+		bad("storage.queue_size: %d must be positive", c.Storage.QueueSize)
+	}
+	if c.Storage.FlushInterval <= 0 {
+		bad("storage.flush_interval: must be positive")
+	}
+	if c.Upstream.FirstByteTimeout < 0 || c.Upstream.IdleTimeout < 0 {
+		bad("upstream timeouts must not be negative")
+	}
+	return errors.Join(errs...)
+}
+
+func checkURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil {
+		return fmt.Errorf("%q is not a URL: %v", s, err)
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("%q must be an http(s) URL with a host", s)
+	}
+	return nil
+}
+
+// defaultSubscriptionURL is <origin of base>/api/subscription/v1.
+func defaultSubscriptionURL(base string) string {
+	u, err := url.Parse(base)
+	if err != nil || u.Host == "" {
+		return "https://nano-gpt.com/api/subscription/v1"
+	}
+	return u.Scheme + "://" + u.Host + "/api/subscription/v1"
+}
+
+func expandHome(p, home string) string {
+	if home == "" {
+		home, _ = os.UserHomeDir()
+	}
+	if p == "~" {
+		return home
+	}
+	if strings.HasPrefix(p, "~/") {
+		return filepath.Join(home, p[2:])
+	}
+	return p
+}

@@ -1,0 +1,346 @@
+package handlers
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nanogpt-proxy/nanogpt-proxy/backends"
+	"github.com/nanogpt-proxy/nanogpt-proxy/contextmgr"
+	"github.com/nanogpt-proxy/nanogpt-proxy/promptengineer"
+	"github.com/nanogpt-proxy/nanogpt-proxy/roles"
+	"github.com/nanogpt-proxy/nanogpt-proxy/routing"
+	"github.com/nanogpt-proxy/nanogpt-proxy/storage"
+)
+
+// exchange is one chat request as it moves through the pipeline.
+type exchange struct {
+	id       string
+	start    time.Time
+	req      *backends.ChatRequest
+	role     roles.Role
+	reason   string
+	profile  string
+	convID   string
+	attempts int
+	// bodyLen is the size of the client body, for token estimates.
+	bodyLen int
+}
+
+// chat is POST /v1/chat/completions: the five stages, in order.
+func (s *Server) chat(w http.ResponseWriter, r *http.Request) error {
+	s.stats.requests.Add(1)
+	ctx := r.Context()
+	ex := &exchange{id: RequestID(ctx), start: s.d.Now()}
+
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return err
+		}
+		return &backends.APIError{Status: 400, Type: "invalid_request_error", Message: "reading the request body failed: " + err.Error()}
+	}
+	ex.bodyLen = len(body)
+	req, err := backends.ParseChatRequest(body)
+	if err != nil {
+		return err
+	}
+	ex.req = req
+	ex.profile = s.cfg.DefaultProfile
+	if p := r.Header.Get("X-Profile"); p != "" {
+		if p != "personal" && p != "work" {
+			return &backends.APIError{Status: 400, Type: "invalid_request_error", Code: "invalid_profile",
+				Message: fmt.Sprintf("Invalid X-Profile header %q: expected \"personal\" or \"work\".", p)}
+		}
+		ex.profile = p
+	}
+	aliasRole, _, err := routing.ParseAlias(req.Model)
+	if err != nil {
+		return err
+	}
+
+	// 1. Prompt engineer.
+	pr, err := s.d.Prompt.Prepare(ctx, req, promptengineer.Input{HeaderRole: r.Header.Get("X-Proxy-Role"), AliasRole: aliasRole})
+	if err != nil {
+		return err
+	}
+	ex.role, ex.reason = pr.Role, pr.Reason
+	ex.convID = contextmgr.ConversationID(req, r.Header.Get("X-Conversation-ID"))
+	w.Header().Set("X-Proxy-Role", string(ex.role))
+
+	// 2. Model router.
+	cands, err := s.d.Router.Select(routing.Request{Role: ex.role, Model: req.Model, Profile: ex.profile})
+	if err != nil {
+		return err
+	}
+
+	// 3. Context manager.
+	cin := contextmgr.Input{RequestID: ex.id, ConversationID: ex.convID, Role: ex.role,
+		NoStore: strings.EqualFold(r.Header.Get("X-Proxy-No-Store"), "true")}
+	s.d.Context.Enrich(ctx, req, cin)
+	tracker := s.d.Context.Track(req, cin)
+
+	// 4. Backend, with fallback until the first byte reaches the client.
+	resp, cand, pre, err := s.attempt(ctx, ex, cands, r.Header)
+	if err != nil {
+		if tracker != nil {
+			tracker.Finish(false)
+		}
+		s.record(ex, cand, nil, err, 0)
+		return err
+	}
+	defer resp.Close()
+	h := w.Header()
+	h.Set("X-Proxy-Model", cand.Model)
+	h.Set("X-Proxy-Backend", cand.Backend)
+	h.Set("X-Proxy-Attempts", strconv.Itoa(ex.attempts))
+	for k, v := range resp.Header {
+		h[k] = v
+	}
+	if resp.Stream == nil {
+		h.Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write(resp.Body)
+		if tracker != nil {
+			tracker.Body(resp.Body)
+			tracker.Finish(true)
+		}
+		// 5. Usage tracker.
+		s.record(ex, cand, resp.Usage, nil, 0)
+		return nil
+	}
+	s.stream(w, r, ex, cand, resp, pre, tracker)
+	return nil
+}
+
+// maxPending caps the events held back before the first content chunk.
+const maxPending = 64
+
+// attempt tries the candidates in order. A streaming answer is read up to its first content
+// chunk before it is committed, so a stream that dies before any output also falls over to
+// the next candidate. pre holds the events read so far (to be written first).
+func (s *Server) attempt(ctx context.Context, ex *exchange, cands []routing.Candidate, hdr http.Header) (*backends.Response, routing.Candidate, []backends.Event, error) {
+	var lastErr error
+	var last routing.Candidate
+	obs, _ := s.d.Router.(AttemptObserver)
+	for _, c := range cands {
+		be, ok := s.d.Backends[c.Backend]
+		if !ok {
+			continue
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		ex.attempts++
+		last = c
+		t0 := s.d.Now()
+		resp, err := be.ChatCompletion(ctx, &backends.Call{Model: c.Model, Request: ex.req, Header: hdr})
+		var pre []backends.Event
+		if err == nil && resp.Stream != nil {
+			pre, err = readToFirstContent(resp.Stream)
+			if err != nil {
+				resp.Close()
+				err = backends.AsAPIError(c.Backend, fmt.Errorf("%s: stream failed before its first content: %w", c.Backend, err))
+			}
+		}
+		if obs != nil {
+			obs.Observe(c, err, s.d.Now().Sub(t0))
+		}
+		if err == nil {
+			return resp, c, pre, nil
+		}
+		lastErr = err
+		s.d.Log.Warn("upstream attempt failed", "request_id", ex.id, "backend", c.Backend, "model", c.Model,
+			"attempt", ex.attempts, "err", err)
+		if !backends.Retryable(err) {
+			break
+		}
+	}
+	if ctx.Err() != nil {
+		return nil, last, nil, &backends.APIError{Status: 499, Type: "client_closed_request", Message: "client closed the request", Err: ctx.Err()}
+	}
+	if lastErr == nil {
+		lastErr = &backends.APIError{Status: 503, Type: "server_error", Code: "no_backend", Message: "no configured backend can serve this request"}
+	}
+	return nil, last, nil, backends.AsAPIError(last.Backend, lastErr)
+}
+
+// readToFirstContent reads events until one carries output, the stream ends, or maxPending
+// events are held. The events are copied: they outlive the stream's buffer.
+func readToFirstContent(st backends.EventStream) ([]backends.Event, error) {
+	var pre []backends.Event
+	for len(pre) < maxPending {
+		ev, err := st.Next()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return pre, nil
+			}
+			return nil, err
+		}
+		pre = append(pre, copyEvent(ev))
+		if ev.Content || ev.Done || ev.Usage != nil {
+			return pre, nil
+		}
+	}
+	return pre, nil
+}
+
+func copyEvent(ev backends.Event) backends.Event {
+	raw := append([]byte(nil), ev.Raw...)
+	c := ev
+	c.Raw = raw
+	if ev.Data != nil {
+		c.Data = append([]byte(nil), ev.Data...)
+	}
+	return c
+}
+
+// stream writes an upstream stream to the client, flushing after every event.
+func (s *Server) stream(w http.ResponseWriter, r *http.Request, ex *exchange, cand routing.Candidate,
+	resp *backends.Response, pre []backends.Event, tracker contextmgr.Tracker) {
+	s.stats.streaming.Add(1)
+	defer s.stats.streaming.Add(-1)
+	rc := http.NewResponseController(w)
+	_ = rc.SetWriteDeadline(time.Time{})
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("Connection", "keep-alive")
+	h.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+
+	var usage *backends.Usage
+	var ttft time.Duration
+	var outBytes int
+	done := false
+	write := func(ev backends.Event) error {
+		if ev.Usage != nil {
+			usage = ev.Usage
+		}
+		if ev.Content {
+			if ttft == 0 {
+				ttft = s.d.Now().Sub(ex.start)
+			}
+			outBytes += len(ev.Data)
+		}
+		if ev.Done {
+			done = true
+		}
+		if tracker != nil && ev.Data != nil {
+			tracker.Chunk(ev.Data)
+		}
+		if ev.UsageOnly && !ex.req.IncludeUsage {
+			return nil // the client did not ask for usage
+		}
+		if _, err := w.Write(ev.Raw); err != nil {
+			return err
+		}
+		return rc.Flush()
+	}
+	var streamErr error
+	for _, ev := range pre {
+		if streamErr = write(ev); streamErr != nil {
+			break
+		}
+	}
+	for streamErr == nil && !done {
+		ev, err := resp.Stream.Next()
+		if err != nil {
+			if !errors.Is(err, io.EOF) {
+				streamErr = err
+			}
+			break
+		}
+		if streamErr = write(ev); streamErr != nil {
+			break
+		}
+	}
+	status := http.StatusOK
+	if streamErr != nil && r.Context().Err() == nil {
+		// After the first byte a failure can only be reported in-band: one error event,
+		// never a clean end that looks like success.
+		ae := backends.AsAPIError(cand.Backend, streamErr)
+		if ae.Status == http.StatusBadGateway && ae.Code == "upstream_unreachable" {
+			ae = &backends.APIError{Status: 502, Type: "upstream_error", Code: "stream_interrupted", Backend: cand.Backend,
+				Message: fmt.Sprintf("%s: the upstream stream broke off: %v", cand.Backend, errors.Unwrap(streamErr)), Err: streamErr}
+		}
+		b, _ := json.Marshal(ae)
+		_, _ = w.Write(append(append([]byte("data: "), b...), "\n\n"...))
+		_ = rc.Flush()
+		status = ae.Status
+		s.d.Log.Warn("stream failed after first byte", "request_id", ex.id, "backend", cand.Backend, "model", cand.Model, "err", streamErr)
+	} else if r.Context().Err() != nil {
+		status = 499
+		streamErr = r.Context().Err()
+	}
+	if tracker != nil {
+		tracker.Finish(streamErr == nil)
+	}
+	var recErr error
+	if streamErr != nil {
+		recErr = &backends.APIError{Status: status, Message: streamErr.Error()}
+	}
+	if usage == nil {
+		est := &backends.Usage{PromptTokens: ex.bodyLen / 4, CompletionTokens: estimateFromChunks(outBytes)}
+		est.TotalTokens = est.PromptTokens + est.CompletionTokens
+		s.recordWith(ex, cand, est, true, recErr, ttft, status)
+		return
+	}
+	s.recordWith(ex, cand, usage, false, recErr, ttft, status)
+}
+
+// estimateFromChunks guesses completion tokens from the bytes of content chunks: each
+// chunk's envelope is about 150 bytes, and a token is about 4 bytes of text.
+func estimateFromChunks(n int) int {
+	if n <= 0 {
+		return 0
+	}
+	return max(1, n/20)
+}
+
+// record writes the usage row of a finished request (non-streaming or failed).
+func (s *Server) record(ex *exchange, cand routing.Candidate, usage *backends.Usage, err error, ttft time.Duration) {
+	status := http.StatusOK
+	if err != nil {
+		status = toAPIError(err).Status
+	}
+	est := false
+	if usage == nil && err == nil {
+		usage = &backends.Usage{PromptTokens: ex.bodyLen / 4}
+		usage.TotalTokens = usage.PromptTokens
+		est = true
+	}
+	s.recordWith(ex, cand, usage, est, err, ttft, status)
+}
+
+func (s *Server) recordWith(ex *exchange, cand routing.Candidate, usage *backends.Usage, estimated bool, err error, ttft time.Duration, status int) {
+	latency := s.d.Now().Sub(ex.start)
+	u := storage.Usage{
+		CreatedAt: ex.start, RequestID: ex.id, Backend: cand.Backend, Model: cand.Model, Role: string(ex.role),
+		ConversationID: ex.convID, Profile: ex.profile, StatusCode: status, LatencyMS: latency.Milliseconds(),
+		TTFTMS: ttft.Milliseconds(), Attempts: ex.attempts, TokensEstimated: estimated,
+	}
+	if ex.req != nil {
+		u.Stream = ex.req.Stream
+	}
+	if usage != nil {
+		u.PromptTokens, u.CompletionTokens, u.TotalTokens = usage.PromptTokens, usage.CompletionTokens, usage.TotalTokens
+	}
+	if err != nil {
+		s.stats.errors.Add(1)
+		u.Error = toAPIError(err).Message
+	}
+	if s.d.Usage != nil {
+		s.d.Usage.Record(u)
+	}
+	s.d.Log.Info("request", "request_id", ex.id, "role", u.Role, "model", u.Model, "backend", u.Backend,
+		"status", status, "latency_ms", u.LatencyMS, "ttft_ms", u.TTFTMS, "attempts", u.Attempts, "stream", u.Stream,
+		"prompt_tokens", u.PromptTokens, "completion_tokens", u.CompletionTokens, "tokens_estimated", estimated)
+}

@@ -1,0 +1,97 @@
+// Package storage owns the proxy's SQLite database: the schema (the public usage table
+// and the proxy's own tables), WAL mode, and the background batch writer that keeps disk
+// off the request path.
+package storage
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	_ "github.com/mattn/go-sqlite3" // the database/sql driver "sqlite3"
+)
+
+// DB is the proxy's SQLite database.
+type DB struct {
+	*sql.DB
+	Path string
+}
+
+// Open opens (creating directories and file as needed) the database at path in WAL mode
+// and brings the schema up to date.
+func Open(ctx context.Context, path string) (*DB, error) {
+	if dir := filepath.Dir(path); dir != "" {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("storage: creating %s: %w", dir, err)
+		}
+	}
+	dsn := "file:" + path + "?_journal_mode=WAL&_busy_timeout=5000&_synchronous=NORMAL&_foreign_keys=on&_txlock=immediate"
+	sqldb, err := sql.Open("sqlite3", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("storage: opening %s: %w", path, err)
+	}
+	sqldb.SetMaxOpenConns(4)
+	db := &DB{DB: sqldb, Path: path}
+	if err := db.migrate(ctx); err != nil {
+		sqldb.Close()
+		return nil, err
+	}
+	return db, nil
+}
+
+// migrations run in order; each runs once, recorded in schema_migrations.
+var migrations = []string{
+	`CREATE TABLE IF NOT EXISTS usage (
+		id                INTEGER PRIMARY KEY AUTOINCREMENT,
+		created_at        TEXT    NOT NULL,
+		request_id        TEXT    NOT NULL,
+		backend           TEXT    NOT NULL DEFAULT '',
+		model             TEXT    NOT NULL DEFAULT '',
+		role              TEXT    NOT NULL DEFAULT '',
+		conversation_id   TEXT    NOT NULL DEFAULT '',
+		profile           TEXT    NOT NULL DEFAULT '',
+		stream            INTEGER NOT NULL DEFAULT 0,
+		status_code       INTEGER NOT NULL DEFAULT 0,
+		prompt_tokens     INTEGER NOT NULL DEFAULT 0,
+		completion_tokens INTEGER NOT NULL DEFAULT 0,
+		total_tokens      INTEGER NOT NULL DEFAULT 0,
+		tokens_estimated  INTEGER NOT NULL DEFAULT 0,
+		latency_ms        INTEGER NOT NULL DEFAULT 0,
+		ttft_ms           INTEGER NOT NULL DEFAULT 0,
+		error             TEXT    NOT NULL DEFAULT '',
+		attempts          INTEGER NOT NULL DEFAULT 1
+	);
+	CREATE INDEX IF NOT EXISTS usage_created_at ON usage(created_at);
+	CREATE INDEX IF NOT EXISTS usage_backend_created ON usage(backend, created_at);`,
+}
+
+func (db *DB) migrate(ctx context.Context) error {
+	if _, err := db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)`); err != nil {
+		return fmt.Errorf("storage: migrating %s: %w", db.Path, err)
+	}
+	var have int
+	if err := db.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&have); err != nil {
+		return fmt.Errorf("storage: migrating %s: %w", db.Path, err)
+	}
+	for v := have + 1; v <= len(migrations); v++ {
+		tx, err := db.BeginTx(ctx, nil)
+		if err != nil {
+			return fmt.Errorf("storage: migrating %s: %w", db.Path, err)
+		}
+		if _, err := tx.ExecContext(ctx, migrations[v-1]); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("storage: migration %d: %w", v, err)
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations(version, applied_at) VALUES (?, ?)`, v, time.Now().UTC().Format(time.RFC3339)); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("storage: migration %d: %w", v, err)
+		}
+		if err := tx.Commit(); err != nil {
+			return fmt.Errorf("storage: migration %d: %w", v, err)
+		}
+	}
+	return nil
+}
