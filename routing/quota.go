@@ -497,7 +497,7 @@ type QuotaStatus struct {
 func (q *Quota) Status() QuotaStatus {
 	now := q.cfg.Now().UTC()
 	m, d := q.used(now)
-	st := QuotaStatus{Enabled: q.Enabled(), Unit: q.cfg.Unit, Threshold: q.cfg.Threshold, ModelsSource: "rankings"}
+	st := QuotaStatus{Enabled: q.Enabled(), Unit: q.cfg.Unit, Threshold: q.cfg.Threshold, ModelsSource: "rankings (\"subscription\": true)"}
 	st.State = [...]string{"ok", "near_limit", "exhausted"}[q.level(now)]
 	st.Month = period(monthPeriod(now), m, q.monthLim.Load(), monthReset(now))
 	if dl := q.dayLim.Load(); dl > 0 {

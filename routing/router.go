@@ -528,3 +528,40 @@ func (r *Router) StatusSection() any {
 		"candidates_per_profile": profiles,
 	}
 }
+
+// Catalog returns the models routable by explicit id beyond the rankings (backend
+// catalogs and the subscription's list), id -> backend.
+func (r *Router) Catalog() map[string]string {
+	out := map[string]string{}
+	cp := r.cur.Load()
+	if c := r.catalog.Load(); c != nil {
+		for _, ref := range *c {
+			out[ref.id] = ref.backend
+		}
+	}
+	for id := range cp.covered {
+		if _, ranked := cp.rk.lookup(id); !ranked && !hasFold(out, id) {
+			out[id] = "nanogpt"
+		}
+	}
+	for id := range out {
+		if _, ranked := cp.rk.lookup(id); ranked {
+			delete(out, id)
+		}
+	}
+	return out
+}
+
+func hasFold(m map[string]string, id string) bool {
+	for k := range m {
+		if strings.EqualFold(k, id) {
+			return true
+		}
+	}
+	return false
+}
+
+// IsSubscription reports whether model on backend is covered by the NanoGPT subscription.
+func (r *Router) IsSubscription(backend, model string) bool {
+	return r.cur.Load().isSubscription(backend, model)
+}
