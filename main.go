@@ -140,6 +140,23 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		usageWriter.OnCommit(router.CountUsage)
 	}
 	status["routing"] = router.StatusSection
+	// Backend catalogs: explicit model ids that no ranking names still reach their backend.
+	for name, be := range bes {
+		if l, ok := be.(interface{ Models() []string }); ok {
+			router.SetCatalog(name, l.Models())
+		}
+	}
+	if cfg.NanoGPT.Enabled() {
+		go func() {
+			ids, err := routing.FetchModels(ctx, nil, cfg.NanoGPT.BaseURL, cfg.NanoGPT.APIKey)
+			if err != nil {
+				log.Warn("NanoGPT model list unavailable; explicit ids route by rankings and prefixes only", "backend", "nanogpt", "err", err)
+				return
+			}
+			router.SetCatalog("nanogpt", ids)
+			log.Info("model catalog loaded", "backend", "nanogpt", "models", len(ids))
+		}()
+	}
 	status["rankings"] = func() any {
 		rk := router.Rankings()
 		return map[string]any{"version": rk.Version, "updated_at": rk.UpdatedAt, "source": router.Source()}

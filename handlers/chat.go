@@ -86,6 +86,9 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) error {
 	// 4. Backend, with fallback until the first byte reaches the client.
 	resp, cand, pre, err := s.attempt(ctx, ex, cands, r.Header)
 	if err != nil {
+		if ex.attempts > 0 {
+			w.Header().Set("X-Proxy-Attempts", strconv.Itoa(ex.attempts))
+		}
 		if tracker != nil {
 			tracker.Finish(false)
 		}

@@ -33,6 +33,8 @@ type foUpstream struct {
 	srv   *httptest.Server
 	mu    sync.Mutex
 	calls map[string]int
+	// onCall, when set, runs on every upstream call (tests move their clock with it).
+	onCall func()
 }
 
 func newFOUpstream(t *testing.T) *foUpstream {
@@ -71,6 +73,9 @@ func (u *foUpstream) serve(w http.ResponseWriter, r *http.Request) {
 	u.calls[req.Model]++
 	n := u.calls[req.Model]
 	u.mu.Unlock()
+	if u.onCall != nil {
+		u.onCall()
+	}
 	m := req.Model
 	fail := func(status int, fixture string) {
 		w.Header().Set("Content-Type", "application/json")
@@ -185,6 +190,8 @@ type foEnv struct {
 
 type foOptions struct {
 	maxAttempts int
+	maxTime     time.Duration
+	now         func() time.Time
 	quota       *routing.Quota
 	noVertex    bool
 }
@@ -211,8 +218,11 @@ func newFOEnv(t *testing.T, opt foOptions, chain ...string) *foEnv {
 	if opt.quota != nil {
 		status["quota"] = func() any { return opt.quota.Status() }
 	}
-	srv := New(Config{MaxBodyBytes: 1 << 20, DefaultProfile: "personal", MaxAttempts: opt.maxAttempts, MaxFailoverTime: time.Minute},
-		Deps{Prompt: promptengineer.New(), Router: router, Context: contextmgr.New(), Backends: bes, Usage: usage, Status: status})
+	if opt.maxTime == 0 {
+		opt.maxTime = time.Minute
+	}
+	srv := New(Config{MaxBodyBytes: 1 << 20, DefaultProfile: "personal", MaxAttempts: opt.maxAttempts, MaxFailoverTime: opt.maxTime},
+		Deps{Prompt: promptengineer.New(), Router: router, Context: contextmgr.New(), Backends: bes, Usage: usage, Status: status, Now: opt.now})
 	proxy := httptest.NewServer(srv)
 	t.Cleanup(proxy.Close)
 	return &foEnv{up: up, router: router, usage: usage, proxy: proxy}
@@ -260,17 +270,17 @@ func TestFailover(t *testing.T) {
 		{"404 model not found falls over", []string{"e404", "ok-b"}, false, 200, "ok-b", "2", map[string]int{"e404": 1, "ok-b": 1}, nil, nil, ""},
 		{"connection dropped falls over", []string{"reset", "ok-b"}, false, 200, "ok-b", "2", map[string]int{"reset": 1, "ok-b": 1}, nil, nil, ""},
 		{"timeout falls over", []string{"hang", "ok-b"}, true, 200, "ok-b", "2", map[string]int{"hang": 1, "ok-b": 1}, []string{"Answer from ok-b", "[DONE]"}, nil, ""},
-		{"400 is the client's and is not retried", []string{"e400", "ok-b"}, false, 400, "", "", map[string]int{"e400": 1, "ok-b": 0},
+		{"400 is the client's and is not retried", []string{"e400", "ok-b"}, false, 400, "", "1", map[string]int{"e400": 1, "ok-b": 0},
 			[]string{"maximum context length is 8192 tokens", `"code":"context_length_exceeded"`}, nil, ""},
 		{"stream cut before first content falls over", []string{"cut", "ok-b"}, true, 200, "ok-b", "2", map[string]int{"cut": 1, "ok-b": 1},
 			[]string{"Answer from ok-b", "data: [DONE]"}, []string{`"model":"cut"`}, ""},
 		{"stream cut after first content is not retried", []string{"cutafter", "ok-b"}, true, 200, "cutafter", "1", map[string]int{"cutafter": 1, "ok-b": 0},
 			[]string{`"content":"Partial"`, `data: {"error":{`, "stream_interrupted"}, []string{"[DONE]", "ok-b"}, ""},
-		{"all fail: the last upstream's error", []string{"e503", "e402"}, false, 402, "", "", map[string]int{"e503": 1, "e402": 1},
+		{"all fail: the last upstream's error", []string{"e503", "e402"}, false, 402, "", "2", map[string]int{"e503": 1, "e402": 1},
 			[]string{"Insufficient balance"}, nil, ""},
-		{"all fail with 429 last: Retry-After kept", []string{"e503", "e429"}, false, 429, "", "", map[string]int{"e503": 1, "e429": 1},
+		{"all fail with 429 last: Retry-After kept", []string{"e503", "e429"}, false, 429, "", "2", map[string]int{"e503": 1, "e429": 1},
 			[]string{"Daily request limit exceeded"}, nil, "60"},
-		{"attempts are bounded", []string{"e503-a", "e503-b", "ok-c"}, false, 503, "", "", map[string]int{"e503-a": 1, "e503-b": 1, "ok-c": 0}, nil, nil, ""},
+		{"attempts are bounded", []string{"e503-a", "e503-b", "ok-c"}, false, 503, "", "2", map[string]int{"e503-a": 1, "e503-b": 1, "ok-c": 0}, nil, nil, ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -322,6 +332,27 @@ func sum(m map[string]int) int {
 		n += v
 	}
 	return n
+}
+
+// TestFailoverTimeBound: no new attempt starts once max_failover_time has passed since the
+// request arrived. Each upstream call moves the injected clock by a minute.
+func TestFailoverTimeBound(t *testing.T) {
+	var ns atomic.Int64
+	ns.Store(time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC).UnixNano())
+	now := func() time.Time { return time.Unix(0, ns.Load()) }
+	e := newFOEnv(t, foOptions{maxTime: 90 * time.Second, now: now}, "e503-a", "e503-b", "ok-c")
+	e.up.onCall = func() { ns.Add(int64(time.Minute)) }
+	res := e.chat(t, false, "")
+	if res.status != 503 || res.header.Get("X-Proxy-Attempts") != "2" {
+		t.Fatalf("status %d attempts %q; want the last upstream's 503", res.status, res.header.Get("X-Proxy-Attempts"))
+	}
+	calls := []int{e.up.count("e503-a"), e.up.count("e503-b"), e.up.count("ok-c")}
+	if d := cmp.Diff([]int{1, 1, 0}, calls); d != "" {
+		t.Errorf("upstream calls (-want +got):\n%s", d)
+	}
+	if row := e.usage.last(); row.Attempts != 2 {
+		t.Errorf("usage attempts = %d; want 2", row.Attempts)
+	}
 }
 
 // TestOutageBurst: during an outage of the primary, a burst of requests is served by the
