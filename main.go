@@ -135,6 +135,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 			}
 		}()
 		status["quota"] = func() any { return quota.Status() }
+	} else {
+		status["quota"] = func() any { return map[string]any{"enabled": false, "reason": "NANOGPT_MONTHLY_QUOTA is 0"} }
 	}
 	if usageWriter != nil {
 		usageWriter.OnCommit(router.CountUsage)

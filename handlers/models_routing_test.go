@@ -2,7 +2,9 @@ package handlers
 
 import (
 	"encoding/json"
+	"io"
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -57,5 +59,24 @@ func TestModelsShowRoutes(t *testing.T) {
 		"testing:primary", "documentation:primary", "research:primary", "general:primary"}
 	if d := cmp.Diff(want, one.Roles); d != "" || one.Backend != "nanogpt" {
 		t.Errorf("/v1/models/sub-ok backend %q roles (-want +got):\n%s", one.Backend, d)
+	}
+}
+
+func TestUnknownProfileHeader(t *testing.T) {
+	e := newFOEnv(t, foOptions{}, "ok-a")
+	req, _ := http.NewRequest("POST", e.proxy.URL+"/v1/chat/completions",
+		strings.NewReader(`{"model":"auto","messages":[{"role":"user","content":"hi"}]}`))
+	req.Header.Set("X-Profile", "holiday")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 400 || !strings.Contains(string(b), `Unknown profile \"holiday\": expected one of \"personal\", \"work\".`) {
+		t.Errorf("%d %s", resp.StatusCode, b)
+	}
+	if e.up.count("ok-a") != 0 {
+		t.Error("upstream called for a request with an unknown profile")
 	}
 }
