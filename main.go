@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -98,13 +99,65 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		}
 	}
 
+	// Model routing: quota, rankings (hot-reloaded), profiles, circuits, stickiness.
+	quota, err := newQuota(ctx, cfg, db, log)
+	if err != nil {
+		return err
+	}
 	router, err := routing.New(routing.Config{
-		RankingsPath: cfg.Routing.RankingsPath,
-		Default:      data.DefaultRouting,
-		Enabled:      func(b string) bool { return bes[b] != nil },
+		RankingsPath:     cfg.Routing.RankingsPath,
+		Default:          data.DefaultRouting,
+		Enabled:          func(b string) bool { return bes[b] != nil },
+		Profiles:         routingProfiles(cfg.Routing.Profiles),
+		DefaultProfile:   cfg.Routing.ActiveProfile,
+		ExplicitFallback: cfg.Routing.ExplicitFallback,
+		Circuit:          routing.CircuitConfig{Failures: cfg.Routing.CircuitFailures, Cooldown: cfg.Routing.CircuitCooldown},
+		StickyTTL:        cfg.Routing.StickyTTL,
+		StickyMax:        cfg.Routing.StickyMax,
+		Quota:            quota,
 	}, log)
 	if err != nil {
 		return err
+	}
+	reloadTick := time.NewTicker(cfg.Routing.ReloadInterval)
+	defer reloadTick.Stop()
+	go router.Watch(ctx, reloadTick.C)
+	if quota != nil {
+		saveTick, syncTick := time.NewTicker(cfg.Routing.Quota.SaveInterval), time.NewTicker(cfg.Routing.Quota.SyncInterval)
+		defer saveTick.Stop()
+		defer syncTick.Stop()
+		go quota.Run(ctx, saveTick.C, syncTick.C)
+		defer func() {
+			fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := quota.Flush(fctx); err != nil {
+				log.Error("saving quota counts at shutdown", "err", err)
+			}
+		}()
+		status["quota"] = func() any { return quota.Status() }
+	} else {
+		status["quota"] = func() any { return map[string]any{"enabled": false, "reason": "NANOGPT_MONTHLY_QUOTA is 0"} }
+	}
+	if usageWriter != nil {
+		usageWriter.OnCommit(router.CountUsage)
+	}
+	status["routing"] = router.StatusSection
+	// Backend catalogs: explicit model ids that no ranking names still reach their backend.
+	for name, be := range bes {
+		if l, ok := be.(interface{ Models() []string }); ok {
+			router.SetCatalog(name, l.Models())
+		}
+	}
+	if cfg.NanoGPT.Enabled() {
+		go func() {
+			ids, err := routing.FetchModels(ctx, nil, cfg.NanoGPT.BaseURL, cfg.NanoGPT.APIKey)
+			if err != nil {
+				log.Warn("NanoGPT model list unavailable; explicit ids route by rankings and prefixes only", "backend", "nanogpt", "err", err)
+				return
+			}
+			router.SetCatalog("nanogpt", ids)
+			log.Info("model catalog loaded", "backend", "nanogpt", "models", len(ids))
+		}()
 	}
 	status["rankings"] = func() any {
 		rk := router.Rankings()
@@ -116,6 +169,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		AdminToken:     cfg.Admin.Token,
 		DefaultProfile: cfg.Routing.ActiveProfile,
 		Version:        version,
+
+		MaxAttempts:     cfg.Routing.MaxAttempts,
+		MaxFailoverTime: cfg.Routing.MaxFailoverTime,
 	}, handlers.Deps{
 		Log:      log,
 		Prompt:   promptengineer.New(),
@@ -171,4 +227,55 @@ func disabledReason(enabled bool, why string) string {
 		return ""
 	}
 	return why
+}
+
+// newQuota builds the NanoGPT subscription quota (nil when NANOGPT_MONTHLY_QUOTA is 0).
+// Without a database the counts live in memory only.
+func newQuota(ctx context.Context, cfg *config.Config, db *storage.DB, log *slog.Logger) (*routing.Quota, error) {
+	if cfg.NanoGPT.MonthlyQuota <= 0 {
+		return nil, nil
+	}
+	qc := routing.QuotaConfig{
+		Monthly: cfg.NanoGPT.MonthlyQuota, Daily: cfg.Routing.Quota.DailyCap, Unit: cfg.NanoGPT.QuotaUnit,
+		Threshold: cfg.Routing.Quota.Threshold, Models: cfg.Routing.Quota.SubscriptionModels,
+	}
+	if cfg.NanoGPT.Enabled() {
+		qc.SubscriptionURL, qc.APIKey = cfg.NanoGPT.SubscriptionURL, cfg.NanoGPT.APIKey
+	}
+	q, err := routing.NewQuota(ctx, qc, db, log)
+	if err != nil && db != nil {
+		log.Error("quota counts kept in memory only: database unavailable", "err", err)
+		return routing.NewQuota(ctx, qc, nil, log)
+	}
+	return q, err
+}
+
+// routingProfiles turns the configured profiles into the router's: personal and work
+// first, then the others by name.
+func routingProfiles(m map[string]config.Profile) []routing.Profile {
+	names := make([]string, 0, len(m))
+	for n := range m {
+		names = append(names, n)
+	}
+	order := func(s string) int {
+		switch s {
+		case "personal":
+			return 0
+		case "work":
+			return 1
+		}
+		return 2
+	}
+	slices.SortFunc(names, func(a, b string) int {
+		if d := order(a) - order(b); d != 0 {
+			return d
+		}
+		return strings.Compare(a, b)
+	})
+	out := make([]routing.Profile, 0, len(names))
+	for _, n := range names {
+		p := m[n]
+		out = append(out, routing.Profile{Name: n, Backends: p.Backends, Exclude: p.Exclude, PreferSubscription: p.PreferSubscription})
+	}
+	return out
 }

@@ -78,10 +78,55 @@ type Vertex struct {
 // Enabled reports whether a project is set.
 func (v Vertex) Enabled() bool { return v.ProjectID != "" }
 
-// Routing configures model selection.
+// Routing configures model selection, failover and the quota. See README "Model routing".
 type Routing struct {
 	ActiveProfile string `yaml:"active_profile"`
 	RankingsPath  string `yaml:"rankings_path"`
+
+	// ReloadInterval is how often the rankings file is checked for changes (mtime, size).
+	ReloadInterval time.Duration `yaml:"reload_interval"`
+	// Profiles are the selectable profiles by name; personal and work are predefined and
+	// may be redefined.
+	Profiles map[string]Profile `yaml:"profiles"`
+	// ExplicitFallback lets a request for an explicit model fall back to its role's chain.
+	ExplicitFallback bool `yaml:"explicit_fallback"`
+	// MaxAttempts bounds the upstream attempts of one request.
+	MaxAttempts int `yaml:"max_attempts"`
+	// MaxFailoverTime is the longest after a request's arrival that a fallback may start.
+	MaxFailoverTime time.Duration `yaml:"max_failover_time"`
+	// CircuitFailures failures in a row bench a backend+model for CircuitCooldown; then one
+	// probe request is let through.
+	CircuitFailures int           `yaml:"circuit_failures"`
+	CircuitCooldown time.Duration `yaml:"circuit_cooldown"`
+	// StickyTTL and StickyMax bound conversation stickiness.
+	StickyTTL time.Duration `yaml:"sticky_ttl"`
+	StickyMax int           `yaml:"sticky_max"`
+	Quota     Quota         `yaml:"quota"`
+}
+
+// Profile is a routing profile: which backends, in which order of preference.
+type Profile struct {
+	// Backends in order of preference; a backend not listed is not used.
+	Backends []string `yaml:"backends"`
+	// Exclude lists backends never used under this profile.
+	Exclude []string `yaml:"exclude"`
+	// PreferSubscription puts subscription and free-tier models before paid ones.
+	PreferSubscription bool `yaml:"prefer_subscription"`
+}
+
+// Quota configures the NanoGPT subscription quota beyond NANOGPT_MONTHLY_QUOTA and
+// NANOGPT_QUOTA_UNIT.
+type Quota struct {
+	// Threshold is the used fraction (0-1] at which routing moves off subscription models.
+	Threshold float64 `yaml:"threshold"`
+	// DailyCap is an optional cap per UTC day (0: none).
+	DailyCap int64 `yaml:"daily_cap"`
+	// SubscriptionModels are the covered models when the subscription API is unreachable.
+	SubscriptionModels []string `yaml:"subscription_models"`
+	// SyncInterval is how often the subscription API's usage is read.
+	SyncInterval time.Duration `yaml:"sync_interval"`
+	// SaveInterval is how often the in-memory counts are written to SQLite.
+	SaveInterval time.Duration `yaml:"save_interval"`
 }
 
 // Prompt configures the prompt engineer.
@@ -123,8 +168,18 @@ func Default() Config {
 			MonthlyQuota: 60000,
 			QuotaUnit:    "requests",
 		},
-		Vertex:  Vertex{Location: "us-central1"},
-		Routing: Routing{ActiveProfile: "personal", RankingsPath: "data/model_routing.json"},
+		Vertex: Vertex{Location: "us-central1"},
+		Routing: Routing{ActiveProfile: "personal", RankingsPath: "data/model_routing.json",
+			ReloadInterval: 5 * time.Second,
+			Profiles: map[string]Profile{
+				"personal": {Backends: []string{"nanogpt", "vertex"}, PreferSubscription: true},
+				"work":     {Backends: []string{"vertex", "nanogpt"}},
+			},
+			MaxAttempts: 4, MaxFailoverTime: 2 * time.Minute,
+			CircuitFailures: 3, CircuitCooldown: 30 * time.Second,
+			StickyTTL: 2 * time.Hour, StickyMax: 10000,
+			Quota: Quota{Threshold: 0.95, SyncInterval: 10 * time.Minute, SaveInterval: 5 * time.Second},
+		},
 		Prompt:  Prompt{StrategiesPath: "config/prompt_strategies.yaml"},
 		Storage: Storage{DBPath: "~/.mcp/proxy/usage.db", QueueSize: 4096, FlushInterval: 200 * time.Millisecond},
 		Log:     Log{Level: "info", Format: "text"},
@@ -229,9 +284,11 @@ func (c *Config) Validate() error {
 	if c.Vertex.Location == "" {
 		bad("VERTEX_LOCATION: must not be empty")
 	}
-	if p := c.Routing.ActiveProfile; p != "personal" && p != "work" {
-		bad("ACTIVE_PROFILE: %q must be \"personal\" or \"work\"", p)
+	if _, ok := c.Routing.Profiles[c.Routing.ActiveProfile]; !ok {
+		p := c.Routing.ActiveProfile
+		bad("ACTIVE_PROFILE: %q is not a defined profile (personal, work or one under routing.profiles)", p)
 	}
+	c.validateRouting(bad)
 	switch strings.ToLower(c.Log.Level) {
 	case "debug", "info", "warn", "error":
 	default:
@@ -253,6 +310,38 @@ func (c *Config) Validate() error {
 		bad("upstream timeouts must not be negative")
 	}
 	return errors.Join(errs...)
+}
+
+func (c *Config) validateRouting(bad func(string, ...any)) {
+	r := c.Routing
+	for name, p := range r.Profiles {
+		for _, b := range append(append([]string(nil), p.Backends...), p.Exclude...) {
+			if b != "nanogpt" && b != "vertex" {
+				bad("routing.profiles.%s: unknown backend %q (nanogpt or vertex)", name, b)
+			}
+		}
+	}
+	if r.ReloadInterval <= 0 {
+		bad("routing.reload_interval: must be positive")
+	}
+	if r.MaxAttempts < 1 {
+		bad("routing.max_attempts: %d must be at least 1", r.MaxAttempts)
+	}
+	if r.MaxFailoverTime < 0 || r.CircuitCooldown <= 0 || r.StickyTTL <= 0 {
+		bad("routing: max_failover_time must not be negative; circuit_cooldown and sticky_ttl must be positive")
+	}
+	if r.CircuitFailures < 1 || r.StickyMax < 1 {
+		bad("routing: circuit_failures and sticky_max must be at least 1")
+	}
+	if q := r.Quota; q.Threshold <= 0 || q.Threshold > 1 {
+		bad("routing.quota.threshold: %v must be in (0, 1]", q.Threshold)
+	}
+	if r.Quota.DailyCap < 0 {
+		bad("routing.quota.daily_cap: must not be negative")
+	}
+	if r.Quota.SyncInterval <= 0 || r.Quota.SaveInterval <= 0 {
+		bad("routing.quota: sync_interval and save_interval must be positive")
+	}
 }
 
 func checkURL(s string) error {

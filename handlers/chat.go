@@ -55,11 +55,7 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) error {
 	ex.req = req
 	ex.profile = s.cfg.DefaultProfile
 	if p := r.Header.Get("X-Profile"); p != "" {
-		if p != "personal" && p != "work" {
-			return &backends.APIError{Status: 400, Type: "invalid_request_error", Code: "invalid_profile",
-				Message: fmt.Sprintf("Invalid X-Profile header %q: expected \"personal\" or \"work\".", p)}
-		}
-		ex.profile = p
+		ex.profile = p // the router rejects an unknown profile with a 400 naming the valid ones
 	}
 	aliasRole, _, err := routing.ParseAlias(req.Model)
 	if err != nil {
@@ -76,7 +72,7 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) error {
 	w.Header().Set("X-Proxy-Role", string(ex.role))
 
 	// 2. Model router.
-	cands, err := s.d.Router.Select(routing.Request{Role: ex.role, Model: req.Model, Profile: ex.profile})
+	cands, err := s.d.Router.Select(routing.Request{Role: ex.role, Model: req.Model, Profile: ex.profile, ConversationID: ex.convID})
 	if err != nil {
 		return err
 	}
@@ -90,6 +86,9 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) error {
 	// 4. Backend, with fallback until the first byte reaches the client.
 	resp, cand, pre, err := s.attempt(ctx, ex, cands, r.Header)
 	if err != nil {
+		if ex.attempts > 0 {
+			w.Header().Set("X-Proxy-Attempts", strconv.Itoa(ex.attempts))
+		}
 		if tracker != nil {
 			tracker.Finish(false)
 		}
@@ -125,7 +124,9 @@ const maxPending = 64
 
 // attempt tries the candidates in order. A streaming answer is read up to its first content
 // chunk before it is committed, so a stream that dies before any output also falls over to
-// the next candidate. pre holds the events read so far (to be written first).
+// the next candidate. pre holds the events read so far (to be written first). Attempts are
+// bounded by Config.MaxAttempts and no new attempt starts after Config.MaxFailoverTime; a
+// failure the request itself caused (a 400) is never retried elsewhere.
 func (s *Server) attempt(ctx context.Context, ex *exchange, cands []routing.Candidate, hdr http.Header) (*backends.Response, routing.Candidate, []backends.Event, error) {
 	var lastErr error
 	var last routing.Candidate
@@ -136,6 +137,9 @@ func (s *Server) attempt(ctx context.Context, ex *exchange, cands []routing.Cand
 			continue
 		}
 		if ctx.Err() != nil {
+			break
+		}
+		if ex.attempts > 0 && s.failoverExhausted(ex) {
 			break
 		}
 		ex.attempts++
@@ -150,15 +154,21 @@ func (s *Server) attempt(ctx context.Context, ex *exchange, cands []routing.Cand
 				err = backends.AsAPIError(c.Backend, fmt.Errorf("%s: stream failed before its first content: %w", c.Backend, err))
 			}
 		}
-		if obs != nil {
+		if obs != nil && ctx.Err() == nil {
 			obs.Observe(c, err, s.d.Now().Sub(t0))
 		}
 		if err == nil {
+			if p, ok := s.d.Router.(ConversationPinner); ok {
+				p.Pin(ex.convID, c)
+			}
+			if ex.attempts > 1 {
+				s.d.Log.Info("served by fallback", "request_id", ex.id, "backend", c.Backend, "model", c.Model, "attempt", ex.attempts)
+			}
 			return resp, c, pre, nil
 		}
 		lastErr = err
 		s.d.Log.Warn("upstream attempt failed", "request_id", ex.id, "backend", c.Backend, "model", c.Model,
-			"attempt", ex.attempts, "err", err)
+			"attempt", ex.attempts, "status", backends.AsAPIError(c.Backend, err).Status, "retryable", backends.Retryable(err), "err", err)
 		if !backends.Retryable(err) {
 			break
 		}

@@ -27,6 +27,15 @@ type Model struct {
 	Roles []string `json:"roles,omitempty"`
 	// Description says what an alias does.
 	Description string `json:"description,omitempty"`
+	// Subscription marks a model covered by the NanoGPT subscription (counts against the quota).
+	Subscription bool `json:"subscription,omitempty"`
+}
+
+// ModelCatalog is optionally implemented by the Router: models routable by explicit id
+// beyond the rankings, and which models the subscription covers.
+type ModelCatalog interface {
+	Catalog() map[string]string
+	IsSubscription(backend, model string) bool
 }
 
 func (s *Server) models() []Model {
@@ -41,9 +50,27 @@ func (s *Server) models() []Model {
 		out = append(out, Model{ID: "auto:" + string(r), Object: "model", Created: created, OwnedBy: "nanogpt-proxy",
 			Backend: "router", Description: "Routes as role " + string(r) + "."})
 	}
+	mc, _ := s.d.Router.(ModelCatalog)
 	for _, id := range rk.ModelIDs() {
 		b, _ := rk.BackendOf(id)
-		out = append(out, Model{ID: id, Object: "model", Created: created, OwnedBy: ownerOf(id, b), Backend: b, Roles: rankedFor(rk, id)})
+		m := Model{ID: id, Object: "model", Created: created, OwnedBy: ownerOf(id, b), Backend: b, Roles: rankedFor(rk, id)}
+		if mc != nil {
+			m.Subscription = mc.IsSubscription(b, id)
+		}
+		out = append(out, m)
+	}
+	if mc != nil {
+		cat := mc.Catalog()
+		ids := make([]string, 0, len(cat))
+		for id := range cat {
+			ids = append(ids, id)
+		}
+		slices.Sort(ids)
+		for _, id := range ids {
+			b := cat[id]
+			out = append(out, Model{ID: id, Object: "model", Created: created, OwnedBy: ownerOf(id, b), Backend: b,
+				Subscription: mc.IsSubscription(b, id)})
+		}
 	}
 	return out
 }

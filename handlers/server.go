@@ -58,6 +58,12 @@ type Config struct {
 	AdminToken     string
 	DefaultProfile string
 	Version        string
+
+	// MaxAttempts bounds the upstream attempts of one request (0: one per candidate).
+	MaxAttempts int
+	// MaxFailoverTime is the longest after a request's arrival that a new fallback
+	// attempt may start (0: no bound).
+	MaxFailoverTime time.Duration
 }
 
 // Deps are the stages and services the handlers call.

@@ -20,8 +20,10 @@ type Rankings struct {
 	UpdatedAt string                 `json:"updated_at"`
 	Roles     map[string]RoleRanking `json:"roles"`
 	Models    map[string]ModelInfo   `json:"models,omitempty"`
-	byModel   map[string]string      // model id (lower case) -> backend
+	byModel   map[string]modelRef    // model id (lower case) -> backend and id as ranked
 }
+
+type modelRef struct{ backend, id string }
 
 // RoleRanking is the ranked models of one role.
 type RoleRanking struct {
@@ -114,14 +116,14 @@ func (r *Rankings) validate() error {
 }
 
 func (r *Rankings) index() {
-	r.byModel = make(map[string]string)
+	r.byModel = make(map[string]modelRef)
 	for m, info := range r.Models {
-		r.byModel[strings.ToLower(m)] = info.Backend
+		r.byModel[strings.ToLower(m)] = modelRef{info.Backend, m}
 	}
 	for _, rr := range r.Roles {
 		for _, e := range rr.all() {
 			if _, ok := r.byModel[strings.ToLower(e.Model)]; !ok {
-				r.byModel[strings.ToLower(e.Model)] = e.Backend
+				r.byModel[strings.ToLower(e.Model)] = modelRef{e.Backend, e.Model}
 			}
 		}
 	}
@@ -140,8 +142,24 @@ func (rr RoleRanking) all() []Entry {
 
 // BackendOf returns the backend that serves model according to the rankings.
 func (r *Rankings) BackendOf(model string) (string, bool) {
-	b, ok := r.byModel[strings.ToLower(model)]
-	return b, ok
+	ref, ok := r.byModel[strings.ToLower(model)]
+	return ref.backend, ok
+}
+
+// lookup returns the backend and the id as ranked of model (matched case-insensitively).
+func (r *Rankings) lookup(model string) (modelRef, bool) {
+	ref, ok := r.byModel[strings.ToLower(model)]
+	return ref, ok
+}
+
+// subscription reports whether the rankings mark model as covered by the subscription.
+func (r *Rankings) subscription(model string) bool {
+	for m, info := range r.Models {
+		if info.Subscription && strings.EqualFold(m, model) {
+			return true
+		}
+	}
+	return false
 }
 
 // ModelIDs returns every model the rankings name, sorted.
