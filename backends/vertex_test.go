@@ -21,6 +21,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	openai "github.com/sashabaranov/go-openai"
+	"google.golang.org/genai"
 )
 
 // The -update flag rewrites golden files. It is registered only if no other test file
@@ -53,6 +54,8 @@ type fakeVertex struct {
 	sse []byte
 	// hang makes the server wait until the client gives up.
 	hang bool
+	// stall keeps the stream open after sse until the client gives up.
+	stall bool
 }
 
 var vertexPath = regexp.MustCompile(`^/v1/projects/proj-1/locations/us-central1/publishers/google/models/([^/:]+):(generateContent|streamGenerateContent)$`)
@@ -75,7 +78,7 @@ func (fv *fakeVertex) serve(w http.ResponseWriter, r *http.Request) {
 	fv.mu.Lock()
 	fv.paths = append(fv.paths, r.URL.Path+"?"+r.URL.RawQuery)
 	fv.bodies = append(fv.bodies, body)
-	status, payload, sse, hang := fv.status, fv.body, fv.sse, fv.hang
+	status, payload, sse, hang, stall := fv.status, fv.body, fv.sse, fv.hang, fv.stall
 	fv.mu.Unlock()
 	m := vertexPath.FindStringSubmatch(r.URL.Path)
 	switch {
@@ -112,6 +115,9 @@ func (fv *fakeVertex) serve(w http.ResponseWriter, r *http.Request) {
 		}
 		_, _ = w.Write(ev)
 		_ = rc.Flush()
+	}
+	if stall {
+		<-r.Context().Done()
 	}
 }
 
@@ -761,6 +767,31 @@ func TestVertexTimeoutAndStreamError(t *testing.T) {
 		}
 		checkAPIError(t, err, 503, "server_error", "The model is overloaded.")
 	})
+	t.Run("stream stalls past the idle timeout", func(t *testing.T) {
+		fv := newFakeVertex(t)
+		fv.sse = []byte(`data: {"candidates":[{"content":{"role":"model","parts":[{"text":"Hel"}]}}]}` + "\n\n")
+		fv.stall = true
+		v := newTestVertex(t, fv, func(c *VertexConfig) { c.IdleTimeout = 50 * time.Millisecond })
+		resp, err := v.ChatCompletion(context.Background(), &Call{Model: "gemini-2.5-pro", Request: mustParse(t, []byte(streamReq))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Close()
+		_, _, err = drain(t, resp.Stream)
+		checkAPIError(t, err, 504, "timeout_error", "")
+	})
+	t.Run("unreachable", func(t *testing.T) {
+		fv := newFakeVertex(t)
+		v := newTestVertex(t, fv, nil)
+		fv.srv.Close()
+		_, err := v.ChatCompletion(context.Background(), &Call{Model: "gemini-2.5-pro", Request: mustParse(t, []byte(streamReq))})
+		if err == nil || !Retryable(err) {
+			t.Fatalf("err = %v, want a retryable transport error", err)
+		}
+		if ae := AsAPIError("vertex", err); ae.Status != 502 {
+			t.Errorf("client sees %d, want 502", ae.Status)
+		}
+	})
 	t.Run("stream cut without finish", func(t *testing.T) {
 		fv := newFakeVertex(t)
 		fv.sse = []byte(`data: {"candidates":[{"content":{"role":"model","parts":[{"text":"Hel"}]}}]}` + "\n\n")
@@ -783,5 +814,40 @@ func TestNewVertexNeedsProject(t *testing.T) {
 	if _, err := NewVertex(context.Background(), VertexConfig{}, nil, nil); err == nil ||
 		!strings.Contains(err.Error(), "VERTEX_PROJECT_ID") {
 		t.Errorf("NewVertex without project: %v", err)
+	}
+}
+
+// BenchmarkVertexTranslateRequest measures the per-request cost of turning Roo Code's
+// tool turn (7 tools, image, tool result) into the Gemini request.
+func BenchmarkVertexTranslateRequest(b *testing.B) {
+	body, err := os.ReadFile("../testdata/clients/roo-code-code-tool-turn.json")
+	if err != nil {
+		b.Fatal(err)
+	}
+	req, err := ParseChatRequest(body)
+	if err != nil {
+		b.Fatal(err)
+	}
+	log := slog.New(slog.DiscardHandler)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, _, err := translateRequest(context.Background(), log, req, "gemini-2.5-pro"); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkVertexStreamRecord measures translating one Gemini text record to a chunk.
+func BenchmarkVertexStreamRecord(b *testing.B) {
+	var rec genai.GenerateContentResponse
+	if err := json.Unmarshal([]byte(`{"modelVersion":"gemini-2.5-pro","candidates":[{"content":{"role":"model","parts":[{"text":"Use context.WithoutCancel when work must outlive the request."}]}}]}`), &rec); err != nil {
+		b.Fatal(err)
+	}
+	tr := &translator{id: "r1", created: 1, model: "gemini-2.5-pro"}
+	b.ReportAllocs()
+	for b.Loop() {
+		if evs := tr.record(&rec); len(evs) != 1 {
+			b.Fatal("want one chunk")
+		}
 	}
 }

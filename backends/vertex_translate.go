@@ -189,8 +189,20 @@ func translateMessages(msgs []Message) ([]*genai.Content, []*genai.Part, error) 
 				return nil, nil, badRequest(param+".tool_call_id",
 					"Invalid 'messages[%d]': a 'tool' message must answer a tool call of an earlier assistant message (tool_call_id %q not found).", i, m.ToolCallID)
 			}
-			add(genai.RoleUser, []*genai.Part{{FunctionResponse: &genai.FunctionResponse{
-				Name: name, Response: toolOutput(m.Content)}}})
+			parts := []*genai.Part{{FunctionResponse: &genai.FunctionResponse{Name: name, Response: toolOutput(m.Content)}}}
+			if len(m.Content) > 0 && m.Content[0] == '[' {
+				// Images in a tool result (browser screenshots) follow the response as parts.
+				media, err := userParts(m.Content, param+".content")
+				if err != nil {
+					return nil, nil, err
+				}
+				for _, p := range media {
+					if p.Text == "" {
+						parts = append(parts, p)
+					}
+				}
+			}
+			add(genai.RoleUser, parts)
 		}
 	}
 	return contents, system, nil
@@ -474,7 +486,16 @@ func translateGeneration(ctx context.Context, log *slog.Logger, req *ChatRequest
 			return badRequest("reasoning_effort", "Invalid type for 'reasoning_effort': expected a string.")
 		}
 	}
-	thinking := strings.HasPrefix(model, "gemini-2.5") || strings.HasPrefix(model, "gemini-3")
+	if _, known := reasoningBudgets[effort]; !known && effort != "" && effort != "none" {
+		return badRequest("reasoning_effort", "Invalid value for 'reasoning_effort': %q; expected none, minimal, low, medium or high.", effort)
+	}
+	// Gemini 1.x and 2.0 (and non-Gemini models) have no thinking config: sending one is a 400.
+	thinking := strings.HasPrefix(model, "gemini-") && !strings.HasPrefix(model, "gemini-1") &&
+		!strings.HasPrefix(model, "gemini-2.0")
+	if !thinking && effort != "" {
+		log.DebugContext(ctx, "vertex: dropping reasoning_effort for a model without thinking", "backend", "vertex", "model", model)
+		effort = ""
+	}
 	switch b, ok := reasoningBudgets[effort]; {
 	case ok:
 		cfg.ThinkingConfig = &genai.ThinkingConfig{IncludeThoughts: true, ThinkingBudget: &b}
@@ -484,8 +505,6 @@ func translateGeneration(ctx context.Context, log *slog.Logger, req *ChatRequest
 			b = 128
 		}
 		cfg.ThinkingConfig = &genai.ThinkingConfig{ThinkingBudget: &b}
-	case effort != "":
-		return badRequest("reasoning_effort", "Invalid value for 'reasoning_effort': %q; expected none, minimal, low, medium or high.", effort)
 	case thinking:
 		// Ask for thought summaries so that reasoning streams to the client.
 		cfg.ThinkingConfig = &genai.ThinkingConfig{IncludeThoughts: true}

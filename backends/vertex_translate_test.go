@@ -117,6 +117,8 @@ func TestTranslateGenerationOptions(t *testing.T) {
 			&genai.GenerateContentConfig{ThinkingConfig: &genai.ThinkingConfig{ThinkingBudget: i32(0)}}},
 		{"thinking model without effort shows thoughts", ``, "gemini-2.5-pro",
 			&genai.GenerateContentConfig{ThinkingConfig: &genai.ThinkingConfig{IncludeThoughts: true}}},
+		{"reasoning_effort dropped for a model without thinking", `"reasoning_effort":"high"`, "gemini-2.0-flash",
+			&genai.GenerateContentConfig{}},
 		{"unsupported fields dropped", `"logprobs":true,"user":"u1","n":1,"parallel_tool_calls":true,"logit_bias":{"1":2}`, "gemini-2.0-flash",
 			&genai.GenerateContentConfig{}},
 	}
@@ -174,7 +176,7 @@ func TestTranslateMessages(t *testing.T) {
 		{"role":"user","content":[{"type":"text","text":"second"},{"type":"image_url","image_url":{"url":"https://example.com/a.png?x=1"}}]},
 		{"role":"assistant","content":"ok","tool_calls":[{"id":"call_1","type":"function","function":{"name":"f","arguments":"{\"a\":1}"}},{"id":"call_2","type":"function","function":{"name":"g","arguments":"not json"}}]},
 		{"role":"tool","tool_call_id":"call_2","content":"{\"ok\":true}"},
-		{"role":"tool","tool_call_id":"call_1","content":[{"type":"text","text":"done"}]}
+		{"role":"tool","tool_call_id":"call_1","content":[{"type":"text","text":"done"},{"type":"image_url","image_url":{"url":"data:image/png;base64,iVBORw0KGgo="}}]}
 	]}`
 	contents, cfg, err := translate(t, body, "gemini-2.0-flash")
 	if err != nil {
@@ -188,7 +190,8 @@ func TestTranslateMessages(t *testing.T) {
 			{FunctionCall: &genai.FunctionCall{Name: "g", Args: map[string]any{"arguments": "not json"}}}}},
 		{Role: "user", Parts: []*genai.Part{
 			{FunctionResponse: &genai.FunctionResponse{Name: "g", Response: map[string]any{"ok": true}}},
-			{FunctionResponse: &genai.FunctionResponse{Name: "f", Response: map[string]any{"output": "done"}}}}},
+			{FunctionResponse: &genai.FunctionResponse{Name: "f", Response: map[string]any{"output": "done"}}},
+			{InlineData: &genai.Blob{MIMEType: "image/png", Data: []byte("\x89PNG\r\n\x1a\n")}}}},
 	}
 	if diff := cmp.Diff(want, contents); diff != "" {
 		t.Errorf("contents (-want +got):\n%s", diff)
