@@ -43,6 +43,7 @@ type Vertex struct {
 	cfg    VertexConfig
 	client *genai.Client
 	log    *slog.Logger
+	decls  declCache
 }
 
 var _ Backend = (*Vertex)(nil)
@@ -100,7 +101,7 @@ func (v *Vertex) Name() string { return "vertex" }
 // streamGenerateContent) request and the answer back to OpenAI JSON or chunks.
 func (v *Vertex) ChatCompletion(ctx context.Context, call *Call) (*Response, error) {
 	model := vertexModel(call.Model)
-	contents, gcfg, err := translateRequest(ctx, v.log, call.Request, model)
+	contents, gcfg, err := translateRequest(ctx, v.log, &v.decls, call.Request, model)
 	if err != nil {
 		return nil, err
 	}

@@ -16,6 +16,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -134,10 +135,10 @@ func (fv *fakeVertex) lastRequest(t *testing.T) (string, []byte) {
 // newTestVertex builds the real backend (genai client) against fv.
 func newTestVertex(t *testing.T, fv *fakeVertex, mod func(*VertexConfig)) *Vertex {
 	t.Helper()
-	n := 0
+	var n atomic.Int64
 	cfg := VertexConfig{ProjectID: "proj-1", Location: "us-central1", BaseURL: fv.srv.URL,
 		Now:   func() time.Time { return time.Unix(1763647392, 0) },
-		NewID: func() string { n++; return fmt.Sprintf("r%d", n) }}
+		NewID: func() string { return fmt.Sprintf("r%d", n.Add(1)) }}
 	if mod != nil {
 		mod(&cfg)
 	}
@@ -829,11 +830,18 @@ func BenchmarkVertexTranslateRequest(b *testing.B) {
 		b.Fatal(err)
 	}
 	log := slog.New(slog.DiscardHandler)
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, _, err := translateRequest(context.Background(), log, req, "gemini-2.5-pro"); err != nil {
-			b.Fatal(err)
-		}
+	for _, bc := range []struct {
+		name  string
+		cache *declCache
+	}{{"uncached", nil}, {"cached-tools", &declCache{}}} {
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, _, err := translateRequest(context.Background(), log, bc.cache, req, "gemini-2.5-pro"); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
 
@@ -848,6 +856,55 @@ func BenchmarkVertexStreamRecord(b *testing.B) {
 	for b.Loop() {
 		if evs := tr.record(&rec); len(evs) != 1 {
 			b.Fatal("want one chunk")
+		}
+	}
+}
+
+// Concurrent Roo Code turns share the cached tool declarations; every request still
+// carries all of them (run with -race: the SDK must only read them).
+func TestVertexConcurrentSharedTools(t *testing.T) {
+	fv := newFakeVertex(t)
+	fv.sse = readFile(t, "testdata/vertex/streams/text.sse")
+	v := newTestVertex(t, fv, nil)
+	body := readFile(t, "../testdata/clients/roo-code-code-tool-turn.json")
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req, err := ParseChatRequest(body)
+			if err != nil {
+				errs <- err
+				return
+			}
+			resp, err := v.ChatCompletion(context.Background(), &Call{Model: "gemini-2.5-pro", Request: req})
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer resp.Close()
+			for {
+				if _, err := resp.Stream.Next(); err != nil {
+					if !errors.Is(err, io.EOF) {
+						errs <- err
+					}
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	fv.mu.Lock()
+	defer fv.mu.Unlock()
+	for i, b := range fv.bodies {
+		var g geminiRequest
+		if err := json.Unmarshal(b, &g); err != nil || len(g.Tools) != 1 || len(g.Tools[0].FunctionDeclarations) != 7 {
+			t.Errorf("request %d: tools = %+v (%v)", i, g.Tools, err)
 		}
 	}
 }

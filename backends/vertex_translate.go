@@ -12,6 +12,7 @@ import (
 	"path"
 	"slices"
 	"strings"
+	"sync"
 
 	"google.golang.org/genai"
 )
@@ -89,9 +90,10 @@ var vertexOwnedKeys = []string{"model", "messages", "stream", "stream_options", 
 	"tools", "tool_choice", "temperature", "top_p", "top_k", "stop", "max_tokens", "max_completion_tokens",
 	"seed", "presence_penalty", "frequency_penalty", "response_format", "reasoning_effort", "n"}
 
-// translateRequest builds the Gemini contents and config for req sent to model.
+// translateRequest builds the Gemini contents and config for req sent to model (cache
+// may be nil).
 // Client errors come back as a 400 *APIError naming the offending member.
-func translateRequest(ctx context.Context, log *slog.Logger, req *ChatRequest, model string) ([]*genai.Content, *genai.GenerateContentConfig, error) {
+func translateRequest(ctx context.Context, log *slog.Logger, cache *declCache, req *ChatRequest, model string) ([]*genai.Content, *genai.GenerateContentConfig, error) {
 	cfg := &genai.GenerateContentConfig{}
 	contents, system, err := translateMessages(req.Messages)
 	if err != nil {
@@ -100,7 +102,7 @@ func translateRequest(ctx context.Context, log *slog.Logger, req *ChatRequest, m
 	if len(system) > 0 {
 		cfg.SystemInstruction = &genai.Content{Role: "user", Parts: system}
 	}
-	if err := translateTools(ctx, log, req, cfg); err != nil {
+	if err := translateTools(ctx, log, cache, req, cfg); err != nil {
 		return nil, nil, err
 	}
 	if err := translateGeneration(ctx, log, req, model, cfg); err != nil {
@@ -310,47 +312,90 @@ func mediaPart(url, param string) (*genai.Part, error) {
 	return nil, badRequest(param, "Invalid '%s': expected a data URI or an http(s) URL", param)
 }
 
+// declCache remembers the function declarations made from a tools array: coding agents
+// send the same tools on every turn, and cleaning their schemas is the costly part of a
+// translation. Cached declarations are shared read-only between requests.
+type declCache struct {
+	mu sync.Mutex
+	m  map[string][]*genai.FunctionDeclaration
+}
+
+// maxCachedToolSets bounds the cache; when full it starts over.
+const maxCachedToolSets = 64
+
+func (c *declCache) get(ctx context.Context, log *slog.Logger, raw json.RawMessage) ([]*genai.FunctionDeclaration, error) {
+	if c == nil {
+		return declarations(ctx, log, raw)
+	}
+	c.mu.Lock()
+	d, ok := c.m[string(raw)]
+	c.mu.Unlock()
+	if ok {
+		return d, nil
+	}
+	d, err := declarations(ctx, log, raw)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	if c.m == nil || len(c.m) >= maxCachedToolSets {
+		c.m = make(map[string][]*genai.FunctionDeclaration)
+	}
+	c.m[string(raw)] = d
+	c.mu.Unlock()
+	return d, nil
+}
+
+// declarations maps an OpenAI tools array to Gemini function declarations.
+func declarations(ctx context.Context, log *slog.Logger, raw json.RawMessage) ([]*genai.FunctionDeclaration, error) {
+	var tools []struct {
+		Type     string `json:"type"`
+		Function struct {
+			Name        string          `json:"name"`
+			Description string          `json:"description"`
+			Parameters  json.RawMessage `json:"parameters"`
+		} `json:"function"`
+	}
+	if err := json.Unmarshal(raw, &tools); err != nil {
+		return nil, badRequest("tools", "Invalid 'tools': %v", err)
+	}
+	var decls []*genai.FunctionDeclaration
+	for i, t := range tools {
+		if t.Type != "function" {
+			log.DebugContext(ctx, "vertex: dropping a tool that is not a function", "backend", "vertex", "type", t.Type)
+			continue
+		}
+		if t.Function.Name == "" {
+			return nil, badRequest(fmt.Sprintf("tools.[%d].function.name", i), "Missing required parameter: 'tools[%d].function.name'.", i)
+		}
+		d := &genai.FunctionDeclaration{Name: t.Function.Name, Description: t.Function.Description}
+		if len(t.Function.Parameters) > 0 && !isNull(t.Function.Parameters) {
+			s, err := CleanSchema(t.Function.Parameters)
+			if err != nil {
+				return nil, badRequest(fmt.Sprintf("tools.[%d].function.parameters", i), "Invalid 'tools[%d].function.parameters': %v", i, err)
+			}
+			switch {
+			case s.Type != genai.TypeObject:
+				log.DebugContext(ctx, "vertex: dropping non-object tool parameters", "backend", "vertex", "tool", d.Name)
+			case len(s.Properties) == 0:
+				// Vertex rejects an OBJECT without properties; a function without
+				// parameters is declared without them.
+			default:
+				d.Parameters = s
+			}
+		}
+		decls = append(decls, d)
+	}
+	return decls, nil
+}
+
 // translateTools maps tools to functionDeclarations and tool_choice to
 // functionCallingConfig.
-func translateTools(ctx context.Context, log *slog.Logger, req *ChatRequest, cfg *genai.GenerateContentConfig) error {
+func translateTools(ctx context.Context, log *slog.Logger, cache *declCache, req *ChatRequest, cfg *genai.GenerateContentConfig) error {
 	if raw := req.Get("tools"); len(raw) > 0 && !isNull(raw) {
-		var tools []struct {
-			Type     string `json:"type"`
-			Function struct {
-				Name        string          `json:"name"`
-				Description string          `json:"description"`
-				Parameters  json.RawMessage `json:"parameters"`
-			} `json:"function"`
-		}
-		if err := json.Unmarshal(raw, &tools); err != nil {
-			return badRequest("tools", "Invalid 'tools': %v", err)
-		}
-		var decls []*genai.FunctionDeclaration
-		for i, t := range tools {
-			if t.Type != "function" {
-				log.DebugContext(ctx, "vertex: dropping a tool that is not a function", "backend", "vertex", "type", t.Type)
-				continue
-			}
-			if t.Function.Name == "" {
-				return badRequest(fmt.Sprintf("tools.[%d].function.name", i), "Missing required parameter: 'tools[%d].function.name'.", i)
-			}
-			d := &genai.FunctionDeclaration{Name: t.Function.Name, Description: t.Function.Description}
-			if len(t.Function.Parameters) > 0 && !isNull(t.Function.Parameters) {
-				s, err := CleanSchema(t.Function.Parameters)
-				if err != nil {
-					return badRequest(fmt.Sprintf("tools.[%d].function.parameters", i), "Invalid 'tools[%d].function.parameters': %v", i, err)
-				}
-				switch {
-				case s.Type != genai.TypeObject:
-					log.DebugContext(ctx, "vertex: dropping non-object tool parameters", "backend", "vertex", "tool", d.Name)
-				case len(s.Properties) == 0:
-					// Vertex rejects an OBJECT without properties; a function without
-					// parameters is declared without them.
-				default:
-					d.Parameters = s
-				}
-			}
-			decls = append(decls, d)
+		decls, err := cache.get(ctx, log, raw)
+		if err != nil {
+			return err
 		}
 		if len(decls) > 0 {
 			cfg.Tools = []*genai.Tool{{FunctionDeclarations: decls}}

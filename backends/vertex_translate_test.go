@@ -90,7 +90,7 @@ func TestCleanSchema(t *testing.T) {
 // translate runs the request translation on a body.
 func translate(t *testing.T, body, model string) ([]*genai.Content, *genai.GenerateContentConfig, error) {
 	t.Helper()
-	return translateRequest(context.Background(), slog.New(slog.DiscardHandler), mustParse(t, []byte(body)), model)
+	return translateRequest(context.Background(), slog.New(slog.DiscardHandler), nil, mustParse(t, []byte(body)), model)
 }
 
 func TestTranslateGenerationOptions(t *testing.T) {
