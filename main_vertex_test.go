@@ -57,41 +57,10 @@ func TestVertexWiredInMain(t *testing.T) {
 	}))
 	defer vertex.Close()
 
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
 	dir := t.TempDir()
-	env := map[string]string{"VERTEX_PROJECT_ID": "proj-1", "VERTEX_BASE_URL": vertex.URL, "HOST": "127.0.0.1",
-		"PORT": strconv.Itoa(port), "DB_PATH": filepath.Join(dir, "usage.db"), "MODEL_ROUTING_PATH": filepath.Join(dir, "none.json"),
-		"PROMPT_STRATEGIES_PATH": filepath.Join(dir, "none.yaml")}
-	logs := &signalWriter{want: `msg=listening`, ready: make(chan struct{})}
-	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	go func() { errc <- run(ctx, nil, func(k string) string { return env[k] }, logs) }()
-	select {
-	case <-logs.ready:
-	case err := <-errc:
-		t.Fatalf("run: %v\n%s", err, logs.buf.String())
-	}
-	base := "http://127.0.0.1:" + strconv.Itoa(port)
-
-	resp, err := http.Get(base + "/status")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var st struct {
-		Backends map[string]struct {
-			Configured bool   `json:"configured"`
-			Reason     string `json:"reason"`
-		} `json:"backends"`
-	}
-	_ = json.NewDecoder(resp.Body).Decode(&st)
-	resp.Body.Close()
-	if !st.Backends["vertex"].Configured || st.Backends["nanogpt"].Configured {
-		t.Errorf("/status backends = %+v, want vertex configured, nanogpt not", st.Backends)
+	base, stop := startProxy(t, dir, map[string]string{"VERTEX_PROJECT_ID": "proj-1", "VERTEX_BASE_URL": vertex.URL})
+	if st := backendStatus(t, base); !st["vertex"].Configured || st["nanogpt"].Configured {
+		t.Errorf("/status backends = %+v, want vertex configured, nanogpt not", st)
 	}
 
 	body, err := os.ReadFile("testdata/clients/roo-code-code-tool-turn.json")
@@ -102,7 +71,7 @@ func TestVertexWiredInMain(t *testing.T) {
 	if !bytes.Contains(body, []byte("vertex/gemini-2.5-pro")) {
 		t.Fatal("fixture model not replaced")
 	}
-	resp, err = http.Post(base+"/v1/chat/completions", "application/json", bytes.NewReader(body))
+	resp, err := http.Post(base+"/v1/chat/completions", "application/json", bytes.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,10 +86,7 @@ func TestVertexWiredInMain(t *testing.T) {
 		}
 	}
 
-	cancel()
-	if err := <-errc; err != nil {
-		t.Fatalf("run: %v", err)
-	}
+	stop()
 	db, err := sql.Open("sqlite3", filepath.Join(dir, "usage.db"))
 	if err != nil {
 		t.Fatal(err)
@@ -140,4 +106,75 @@ func TestVertexWiredInMain(t *testing.T) {
 	if diff := cmp.Diff(row{"vertex", "gemini-2.5-pro", 5020, 64, 5084, false}, got); diff != "" {
 		t.Errorf("usage row (-want +got):\n%s", diff)
 	}
+}
+
+// Without VERTEX_PROJECT_ID the backend is disabled and /status says why.
+func TestVertexDisabledWithoutProject(t *testing.T) {
+	base, stop := startProxy(t, t.TempDir(), nil)
+	defer stop()
+	st := backendStatus(t, base)
+	if st["vertex"].Configured || st["vertex"].Reason != "VERTEX_PROJECT_ID is not set" {
+		t.Errorf("/status vertex = %+v", st["vertex"])
+	}
+}
+
+type backendState struct {
+	Configured bool   `json:"configured"`
+	Reason     string `json:"reason"`
+}
+
+func backendStatus(t *testing.T, base string) map[string]backendState {
+	t.Helper()
+	resp, err := http.Get(base + "/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var st struct {
+		Backends map[string]backendState `json:"backends"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Backends
+}
+
+// startProxy runs the binary's run() on a free loopback port with a database and
+// rankings path in dir, plus extra env; stop shuts it down and waits.
+func startProxy(t *testing.T, dir string, extra map[string]string) (base string, stop func()) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	env := map[string]string{"HOST": "127.0.0.1", "PORT": strconv.Itoa(port), "DB_PATH": filepath.Join(dir, "usage.db"),
+		"MODEL_ROUTING_PATH": filepath.Join(dir, "none.json"), "PROMPT_STRATEGIES_PATH": filepath.Join(dir, "none.yaml")}
+	for k, v := range extra {
+		env[k] = v
+	}
+	logs := &signalWriter{want: `msg=listening`, ready: make(chan struct{})}
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- run(ctx, nil, func(k string) string { return env[k] }, logs) }()
+	select {
+	case <-logs.ready:
+	case err := <-errc:
+		cancel()
+		t.Fatalf("run: %v\n%s", err, logs.buf.String())
+	}
+	stopped := false
+	stop = func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		if err := <-errc; err != nil {
+			t.Errorf("run: %v", err)
+		}
+	}
+	t.Cleanup(stop)
+	return "http://127.0.0.1:" + strconv.Itoa(port), stop
 }
