@@ -87,15 +87,26 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	} else {
 		log.Warn("backend disabled: NANOGPT_API_KEY is not set", "backend", "nanogpt")
 	}
+	vertexReason := "VERTEX_PROJECT_ID is not set"
 	if !cfg.Vertex.Enabled() {
 		log.Info("backend disabled: VERTEX_PROJECT_ID is not set", "backend", "vertex")
+	} else if vx, err := backends.NewVertex(ctx, backends.VertexConfig{
+		ProjectID: cfg.Vertex.ProjectID, Location: cfg.Vertex.Location, BaseURL: cfg.Vertex.BaseURL,
+		FirstByteTimeout: cfg.Upstream.FirstByteTimeout, IdleTimeout: cfg.Upstream.IdleTimeout,
+	}, nil, log); err != nil {
+		vertexReason = err.Error()
+		log.Error("backend disabled: cannot create the Vertex client", "backend", "vertex", "err", err)
+	} else {
+		bes["vertex"] = vx
+		log.Info("backend enabled", "backend", "vertex", "project", cfg.Vertex.ProjectID, "location", cfg.Vertex.Location,
+			"base_url", cfg.Vertex.BaseURL)
 	}
 	status["backends"] = func() any {
 		return map[string]any{
 			"nanogpt": map[string]any{"configured": cfg.NanoGPT.Enabled(), "base_url": cfg.NanoGPT.BaseURL,
 				"reason": disabledReason(cfg.NanoGPT.Enabled(), "NANOGPT_API_KEY is not set")},
 			"vertex": map[string]any{"configured": bes["vertex"] != nil, "project": cfg.Vertex.ProjectID, "location": cfg.Vertex.Location,
-				"reason": disabledReason(bes["vertex"] != nil, "VERTEX_PROJECT_ID is not set")},
+				"reason": disabledReason(bes["vertex"] != nil, vertexReason)},
 		}
 	}
 
