@@ -125,11 +125,11 @@ func Default() Config {
 			MonthlyQuota: 60000,
 			QuotaUnit:    "requests",
 		},
-		Vertex:  Vertex{Location: "us-central1"},
-		Routing: Routing{ActiveProfile: "personal", RankingsPath: "data/model_routing.json"},
-		Prompt:  Prompt{StrategiesPath: "config/prompt_strategies.yaml"},
-		Storage: Storage{DBPath: "~/.mcp/proxy/usage.db", QueueSize: 4096, FlushInterval: 200 * time.Millisecond},
-		Log:     Log{Level: "info", Format: "text"},
+		Vertex:   Vertex{Location: "us-central1"},
+		Routing:  Routing{ActiveProfile: "personal", RankingsPath: "data/model_routing.json"},
+		Prompt:   Prompt{StrategiesPath: "config/prompt_strategies.yaml"},
+		Storage:  Storage{DBPath: "~/.mcp/proxy/usage.db", QueueSize: 4096, FlushInterval: 200 * time.Millisecond},
+		Log:      Log{Level: "info", Format: "text"},
 		Research: DefaultResearch(),
 	}
 }
