@@ -31,6 +31,7 @@ type Config struct {
 	Admin    Admin    `yaml:"admin"`
 	Log      Log      `yaml:"log"`
 	Upstream Upstream `yaml:"upstream"`
+
 	// Research configures the monthly benchmark research job (see research.go).
 	Research Research `yaml:"research"`
 }
@@ -125,11 +126,12 @@ func Default() Config {
 			MonthlyQuota: 60000,
 			QuotaUnit:    "requests",
 		},
-		Vertex:   Vertex{Location: "us-central1"},
-		Routing:  Routing{ActiveProfile: "personal", RankingsPath: "data/model_routing.json"},
-		Prompt:   Prompt{StrategiesPath: "config/prompt_strategies.yaml"},
-		Storage:  Storage{DBPath: "~/.mcp/proxy/usage.db", QueueSize: 4096, FlushInterval: 200 * time.Millisecond},
-		Log:      Log{Level: "info", Format: "text"},
+		Vertex:  Vertex{Location: "us-central1"},
+		Routing: Routing{ActiveProfile: "personal", RankingsPath: "data/model_routing.json"},
+		Prompt:  Prompt{StrategiesPath: "config/prompt_strategies.yaml"},
+		Storage: Storage{DBPath: "~/.mcp/proxy/usage.db", QueueSize: 4096, FlushInterval: 200 * time.Millisecond},
+		Log:     Log{Level: "info", Format: "text"},
+
 		Research: DefaultResearch(),
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"time"
 
+	_ "time/tzdata" // RESEARCH_TIMEZONE works on hosts without a zoneinfo database
+
 	"github.com/robfig/cron/v3"
 )
 
