@@ -12,5 +12,6 @@ require (
 
 require (
 	github.com/andybalholm/cascadia v1.3.4 // indirect
+	github.com/google/go-cmp v0.7.0 // indirect
 	golang.org/x/net v0.58.0 // indirect
 )
