@@ -175,6 +175,10 @@ func (m *Matcher) newIndex(source string, obs []Observation) *index {
 		ix.primary[k] = appendDistinct(ix.primary[k], i, obs)
 		for _, a := range o.AltNames {
 			ak := m.Key(a)
+			// "gpt-5 (high)" run as --model openai/gpt-5 is still the high run.
+			if ak.Variant == "" && (k.Variant == "thinking" || slices.Contains(efforts, k.Variant)) {
+				ak.Variant = k.Variant
+			}
 			ix.alternate[ak] = appendDistinct(ix.alternate[ak], i, obs)
 		}
 	}
