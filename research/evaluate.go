@@ -66,7 +66,8 @@ func (s RoleScore) Explain(role string) string {
 // Evaluate scores every candidate for every role in weights. Each metric is
 // normalised within the pool: Elo ratings as the win probability against the pool's
 // mean rating, price and speed on a log scale (cheapest/fastest = 1), others min-max.
-// A subscription or free model costs nothing per request, so its cost is the best.
+// A subscription or free model costs nothing per request, so its cost is the best (1)
+// and paid models then share the range 0..0.5.
 // A missing metric lowers coverage; it never counts as zero. Result lists are sorted
 // best first: models with coverage >= minCoverage, then the rest; models with no data
 // for a role are left out.
@@ -156,6 +157,13 @@ func normalise(cands []*Candidate) []map[string]float64 {
 		}
 		lo, hi := math.Inf(1), math.Inf(-1)
 		var mean float64
+		// With a free model in the pool, paid ones share the range below it.
+		paidScale := 1.0
+		for _, c := range cands {
+			if v, ok := c.Metrics[m]; ok && v <= 0 && metricKind(m) == "log_lower" {
+				paidScale = 0.5
+			}
+		}
 		for _, v := range vals {
 			lo, hi = math.Min(lo, v), math.Max(hi, v)
 			mean += v
@@ -176,9 +184,9 @@ func normalise(cands []*Candidate) []map[string]float64 {
 				case v <= 0:
 					out[i][m] = 1
 				case hi <= lo:
-					out[i][m] = 1
+					out[i][m] = paidScale
 				default:
-					out[i][m] = (math.Log(hi) - math.Log(v)) / (math.Log(hi) - math.Log(lo))
+					out[i][m] = paidScale * (math.Log(hi) - math.Log(v)) / (math.Log(hi) - math.Log(lo))
 				}
 			default:
 				if hi <= lo {

@@ -36,6 +36,15 @@ func TestEvaluateNormalisesWithinPool(t *testing.T) {
 			t.Errorf("cost score of %s = %v, want %v", model, s.Score, want)
 		}
 	}
+	// A subscription model (price 0) is the cheapest; a single paid model is not "cheapest" too.
+	ev2 := Evaluate([]*Candidate{cand("sub", true, map[string]float64{MetricPrice: 0}), cand("paid", false, map[string]float64{MetricPrice: 2})},
+		map[string]map[string]float64{"cost": {"cost": 1}}, 0.5)
+	if sub, _ := find(ev2["cost"], "sub"); sub.Score != 1 {
+		t.Errorf("subscription cost score = %v, want 1", sub.Score)
+	}
+	if paid, _ := find(ev2["cost"], "paid"); paid.Score >= 1 {
+		t.Errorf("the only paid model scores %v on cost, as good as a free one", paid.Score)
+	}
 	if _, i := find(ev["overall"], "mid"); i != -1 {
 		t.Error("a model without overall data was scored for it (missing must not count as zero, nor as data)")
 	}

@@ -15,19 +15,20 @@ import (
 
 // Pick is one model in a ranking diff.
 type Pick struct {
-	Model   string  `json:"model"`
-	Backend string  `json:"backend"`
-	Score   float64 `json:"score,omitempty"`
+	Model   string `json:"model"`
+	Backend string `json:"backend"`
+	// Score is this run's score for the role; nil when the model was not scored.
+	Score *float64 `json:"score,omitempty"`
 }
 
 func (p *Pick) String() string {
 	if p == nil {
 		return "(none)"
 	}
-	if p.Score > 0 {
-		return fmt.Sprintf("%s/%s (%.3f)", p.Backend, p.Model, p.Score)
+	if p.Score != nil {
+		return fmt.Sprintf("%s/%s (%.3f)", p.Backend, p.Model, *p.Score)
 	}
-	return p.Backend + "/" + p.Model
+	return p.Backend + "/" + p.Model + " (unscored)"
 }
 
 // RoleChange is how one role's ranking changed.
@@ -272,9 +273,11 @@ func pickOf(e *routing.Entry, score map[string]RoleScore) *Pick {
 	if e == nil {
 		return nil
 	}
-	p := &Pick{Model: e.Model, Backend: e.Backend, Score: e.Score}
+	p := &Pick{Model: e.Model, Backend: e.Backend}
 	if rs, ok := score[entryKey(e.Backend, e.Model)]; ok {
-		p.Score = rs.Score
+		p.Score = &rs.Score
+	} else if e.Score > 0 {
+		p.Score = &e.Score
 	}
 	return p
 }
