@@ -328,6 +328,9 @@ func TestFailedRunsLeaveRankingsUntouched(t *testing.T) {
 	if w.router.Rankings() != old {
 		t.Error("router reloaded after a failed run")
 	}
+	if sum := w.svc.Summary().(map[string]any); sum["degraded"] != true {
+		t.Errorf("/status research section does not say degraded: %v", sum)
+	}
 	if st := New(Options{StatePath: w.statePth}).Status(); st.LastRun == nil || st.LastRun.Outcome != "failed" {
 		t.Errorf("failed run not recorded in state: %+v", st.LastRun)
 	}
