@@ -64,6 +64,7 @@ func startResearch(ctx context.Context, cfg *config.Config, router research.Rank
 			log.Error("research scheduler disabled", "err", err)
 		} else {
 			sched.Last, sched.Since = svc.LastRunAt, svc.ScheduledFrom
+			svc.SetNextRun(sched.Next)
 			sched.Run = func(ctx context.Context, trigger string) {
 				if _, err := svc.Run(ctx, false, false, trigger); err != nil {
 					log.Warn("research: scheduled run skipped", "err", err)

@@ -153,6 +153,18 @@ func TestSchedulerCatchesUpMissedRun(t *testing.T) {
 	}
 }
 
+func TestStatusShowsNextRun(t *testing.T) {
+	s, err := NewScheduler("0 2 1 * *", "UTC", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := New(Options{Now: func() time.Time { return time.Date(2026, 11, 28, 9, 0, 0, 0, time.UTC) }})
+	svc.SetNextRun(s.Next)
+	if got := svc.Status().NextRun; !got.Equal(time.Date(2026, 12, 1, 2, 0, 0, 0, time.UTC)) {
+		t.Errorf("next run = %v", got)
+	}
+}
+
 func TestServiceScheduledFromPersists(t *testing.T) {
 	p := t.TempDir() + "/state.json"
 	first := time.Date(2026, 11, 3, 8, 0, 0, 0, time.UTC)

@@ -92,6 +92,7 @@ type Service struct {
 	state   State
 	wg      sync.WaitGroup
 	base    context.Context
+	nextRun func(time.Time) time.Time
 }
 
 // New returns a Service; the persisted state is read from Options.StatePath. A state
@@ -116,6 +117,14 @@ func New(o Options) *Service {
 		}
 	}
 	return s
+}
+
+// SetNextRun tells the status when the scheduler runs next (Scheduler.Next); nil
+// means no scheduler.
+func (s *Service) SetNextRun(next func(after time.Time) time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.nextRun = next
 }
 
 // SetBaseContext sets the context background runs (Trigger) use; cancel it on shutdown.
@@ -400,6 +409,9 @@ func (s *Service) Status() StatusView {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	v := StatusView{State: "idle", Schedule: s.o.Config.Schedule, Timezone: s.o.Config.Timezone}
+	if s.nextRun != nil {
+		v.NextRun = s.nextRun(s.o.Now())
+	}
 	if s.current != nil {
 		c := *s.current
 		c.Sources = append([]SourceStatus(nil), s.current.Sources...)
@@ -416,6 +428,9 @@ func (s *Service) Status() StatusView {
 func (s *Service) Summary() any {
 	v := s.Status()
 	out := map[string]any{"state": v.State, "schedule": v.Schedule, "timezone": v.Timezone}
+	if !v.NextRun.IsZero() {
+		out["next_run"] = v.NextRun
+	}
 	if l := v.LastRun; l != nil {
 		errs := map[string]string{}
 		for _, src := range l.Sources {
