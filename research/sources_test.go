@@ -287,3 +287,21 @@ func TestHTTPGetterSendsUserAgent(t *testing.T) {
 		t.Errorf("User-Agent = %q", ua)
 	}
 }
+
+func TestSourceTimeout(t *testing.T) {
+	release := make(chan struct{})
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+		case <-release:
+		}
+	}))
+	defer ts.Close()
+	defer close(release)
+	cfg := testSrc(ts.URL)
+	cfg.Timeout, cfg.Retries = 20*time.Millisecond, 0
+	_, err := (&Aider{Cfg: cfg, Get: testGetter()}).Fetch(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "research: aider:") || !strings.Contains(err.Error(), "deadline exceeded") {
+		t.Errorf("err = %v, want a research: aider: timeout error", err)
+	}
+}
