@@ -350,3 +350,18 @@ func TestDryRunWritesNothing(t *testing.T) {
 		t.Error("dry run wrote the state")
 	}
 }
+
+// TestRunBuildsOnTheFileNotTheRoutersCopy: a pin a person added to the file after the
+// router loaded it survives the run.
+func TestRunBuildsOnTheFileNotTheRoutersCopy(t *testing.T) {
+	w := newWorld(t, data.DefaultRouting)
+	if err := os.WriteFile(w.path, pinnedRankings(t), 0o644); err != nil { // router not reloaded
+		t.Fatal(err)
+	}
+	if _, err := w.svc.Run(context.Background(), true, false, "test"); err != nil {
+		t.Fatal(err)
+	}
+	if rk := w.router.Rankings(); !rk.Roles["architect"].Pinned || !rk.Roles["testing"].Primary.Pinned {
+		t.Error("the run overwrote pins made in the file since the router's last reload")
+	}
+}

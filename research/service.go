@@ -19,9 +19,8 @@ import (
 // ErrRunning is returned when a run is asked for while another is in progress.
 var ErrRunning = errors.New("research: a run is already in progress")
 
-// RankingsHolder is the live router: the rankings in force and a reload of the file.
+// RankingsHolder is the live router; research reloads it after writing the file.
 type RankingsHolder interface {
-	Rankings() *routing.Rankings
 	Reload() error
 }
 
@@ -333,7 +332,9 @@ func (s *Service) execute(ctx context.Context, r *RunReport) {
 	}
 }
 
-// currentRankings returns the rankings in force and the bytes they came from.
+// currentRankings returns the rankings on disk (the embedded default when there is no
+// file) and their bytes. The file, not the router's copy, is the base: a person's edit
+// (a new pin) that the router has not reloaded yet must not be overwritten.
 func (s *Service) currentRankings() (*routing.Rankings, []byte, error) {
 	b, err := os.ReadFile(s.o.RankingsPath)
 	if errors.Is(err, os.ErrNotExist) {
@@ -341,11 +342,6 @@ func (s *Service) currentRankings() (*routing.Rankings, []byte, error) {
 	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("research: reading rankings: %w", err)
-	}
-	if s.o.Router != nil {
-		if rk := s.o.Router.Rankings(); rk != nil {
-			return rk, b, nil
-		}
 	}
 	rk, err := routing.ParseRankings(b)
 	if err != nil {

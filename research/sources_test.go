@@ -17,7 +17,7 @@ import (
 	"github.com/nanogpt-proxy/nanogpt-proxy/config"
 )
 
-func fixture(t *testing.T, name string) []byte {
+func fixture(t testing.TB, name string) []byte {
 	t.Helper()
 	b, err := os.ReadFile("../testdata/" + name)
 	if err != nil {
@@ -35,7 +35,7 @@ func testGetter() *HTTPGetter {
 }
 
 // serve answers every request with body (status 200).
-func serve(t *testing.T, body []byte) *httptest.Server {
+func serve(t testing.TB, body []byte) *httptest.Server {
 	t.Helper()
 	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write(body) }))
 	t.Cleanup(ts.Close)
