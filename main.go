@@ -32,6 +32,13 @@ import (
 var version = "dev"
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "research" { // CLI: see cli_research.go
+		if err := runResearchCLI(context.Background(), os.Args[2:], os.Getenv, os.Stdout, os.Stderr); err != nil {
+			fmt.Fprintln(os.Stderr, "nanogpt-proxy research:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(context.Background(), os.Args[1:], os.Getenv, os.Stderr); err != nil {
 		fmt.Fprintln(os.Stderr, "nanogpt-proxy:", err)
 		os.Exit(1)
@@ -175,6 +182,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return map[string]any{"version": rk.Version, "updated_at": rk.UpdatedAt, "source": router.Source()}
 	}
 
+	// Research: admin routes, /status section, monthly scheduler (cli_research.go).
+	adminRoutes := startResearch(ctx, cfg, router, log, status)
+
 	srv := handlers.New(handlers.Config{
 		MaxBodyBytes:   cfg.Server.MaxBodyBytes,
 		AdminToken:     cfg.Admin.Token,
@@ -191,6 +201,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		Backends: bes,
 		Usage:    usage,
 		Status:   status,
+		Admin:    adminRoutes,
 	})
 
 	ln, err := net.Listen("tcp", cfg.Server.Addr())

@@ -31,6 +31,9 @@ type Config struct {
 	Admin    Admin    `yaml:"admin"`
 	Log      Log      `yaml:"log"`
 	Upstream Upstream `yaml:"upstream"`
+
+	// Research configures the monthly benchmark research job (see research.go).
+	Research Research `yaml:"research"`
 }
 
 // Server is the HTTP listener.
@@ -183,6 +186,8 @@ func Default() Config {
 		Prompt:  Prompt{StrategiesPath: "config/prompt_strategies.yaml"},
 		Storage: Storage{DBPath: "~/.mcp/proxy/usage.db", QueueSize: 4096, FlushInterval: 200 * time.Millisecond},
 		Log:     Log{Level: "info", Format: "text"},
+
+		Research: DefaultResearch(),
 	}
 }
 
@@ -251,6 +256,8 @@ func applyEnv(cfg *Config, getenv func(string) string) error {
 	str("LOG_LEVEL", &cfg.Log.Level)
 	str("LOG_FORMAT", &cfg.Log.Format)
 	integer("MAX_BODY_BYTES", &cfg.Server.MaxBodyBytes)
+	str("RESEARCH_SCHEDULE", &cfg.Research.Schedule)
+	str("RESEARCH_TIMEZONE", &cfg.Research.Timezone)
 	return errors.Join(errs...)
 }
 
@@ -309,6 +316,7 @@ func (c *Config) Validate() error {
 	if c.Upstream.FirstByteTimeout < 0 || c.Upstream.IdleTimeout < 0 {
 		bad("upstream timeouts must not be negative")
 	}
+	errs = append(errs, c.Research.validate()...)
 	return errors.Join(errs...)
 }
 
