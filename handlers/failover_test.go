@@ -365,7 +365,8 @@ func TestOutageBurst(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			res := e.chat(t, i%2 == 0, "")
+			// Distinct conversations: stickiness must not hide the failing primary.
+			res := e.chat(t, i%2 == 0, fmt.Sprintf("burst-%d", i))
 			if res.status != 200 || res.header.Get("X-Proxy-Model") != "ok-v" {
 				bad.Add(1)
 			}
@@ -376,7 +377,7 @@ func TestOutageBurst(t *testing.T) {
 		t.Fatalf("%d of 20 requests saw an error during the outage", bad.Load())
 	}
 	before := e.up.count("e503")
-	res := e.chat(t, false, "")
+	res := e.chat(t, false, "after-burst")
 	if res.header.Get("X-Proxy-Attempts") != "1" || e.up.count("e503") != before {
 		t.Errorf("after the burst the failing primary was still tried (attempts %s)", res.header.Get("X-Proxy-Attempts"))
 	}

@@ -76,7 +76,7 @@ func TestResearchAdminAPI(t *testing.T) {
 		{Name: "qwen3-coder-480b-a35b-instruct", Metrics: map[string]float64{research.MetricAiderPolyglot: 60, research.MetricAACoding: 50, research.MetricAAAgentic: 40}},
 	}}}
 	backend := staticSource{name: "nanogpt", res: &research.Result{Offers: []research.Offer{
-		{Backend: "nanogpt", Model: "acme/coder-x", PricePerMTok: 2},
+		{Backend: "nanogpt", Model: "acme/coder-x", PricePerMTok: 2, Subscription: true},
 		{Backend: "nanogpt", Model: "qwen/qwen3-coder", Subscription: true},
 	}}}
 	m, _ := research.NewMatcher("", nil)

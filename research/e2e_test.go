@@ -79,7 +79,13 @@ func newWorld(t *testing.T, rankings []byte) *world {
 		_, _ = rw.Write(openrouter)
 	})
 	mux.HandleFunc("/api/subscription/v1/models", func(rw http.ResponseWriter, r *http.Request) {
-		_, _ = rw.Write(fixture(t, "nanogpt/subscription-models.json"))
+		// The new model is also on the subscription, so the personal profile (which
+		// prefers subscription models) puts it first once it ranks first.
+		sub := fixture(t, "nanogpt/subscription-models.json")
+		i := bytes.LastIndex(sub, []byte("}"))
+		i = bytes.LastIndex(sub[:i], []byte("}"))
+		sub = append(append(append([]byte{}, sub[:i+1]...), []byte(`,{"id":"`+newModel+`","object":"model","created":1764000000,"owned_by":"acme"}`)...), sub[i+1:]...)
+		_, _ = rw.Write(sub)
 	})
 	mux.HandleFunc("/rows", func(rw http.ResponseWriter, r *http.Request) { _, _ = rw.Write(pages[r.URL.Query().Get("offset")]) })
 	mux.HandleFunc("/polyglot_leaderboard.yml", func(rw http.ResponseWriter, r *http.Request) { _, _ = rw.Write(aider) })

@@ -438,6 +438,13 @@ func (r *Router) resolveModel(cp *compiled, model string) (backend, id string, o
 	if cp.covered[strings.ToLower(model)] {
 		return "nanogpt", model, true
 	}
+	// Google's own spelling of a Gemini id ("google/gemini-2.5-pro") addresses Vertex.
+	if rest, found := strings.CutPrefix(model, "google/"); found && strings.HasPrefix(rest, "gemini") {
+		if ref, ok := cp.rk.lookup(rest); ok {
+			return ref.backend, ref.id, true
+		}
+		return "vertex", rest, true
+	}
 	return "", "", false
 }
 

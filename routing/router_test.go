@@ -151,6 +151,8 @@ func TestSelectOrder(t *testing.T) {
 		{"explicit prefix forces backend", "vertex/gemini-9", "", "personal", healthy, []string{"vertex/gemini-9"}, 0},
 		{"explicit prefix on nanogpt", "nanogpt/openai/gpt-5", "", "personal", healthy, []string{"nanogpt/openai/gpt-5"}, 0},
 		{"explicit unknown model", "no-such-model", "", "personal", healthy, nil, 404},
+		{"google/ spelling of a Gemini id goes to vertex", "google/gemini-3-pro", "", "personal", healthy, []string{"vertex/gemini-3-pro"}, 0},
+		{"google/ prefix on a non-Gemini id is not routable", "google/gem-pro", "", "personal", healthy, nil, 404},
 		{"explicit on excluded backend", "vertex/gem-pro", "", "offline", healthy, nil, 400},
 		{"explicit subscription model over quota", "sub-a", "", "personal", state{used: 100, vertex: true}, nil, 429},
 		{"explicit model is tried even when benched", "sub-a", "", "personal", state{open: []string{"nanogpt/sub-a"}, vertex: true}, []string{"nanogpt/sub-a"}, 0},
