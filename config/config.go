@@ -31,6 +31,8 @@ type Config struct {
 	Admin    Admin    `yaml:"admin"`
 	Log      Log      `yaml:"log"`
 	Upstream Upstream `yaml:"upstream"`
+	Context  Context  `yaml:"context"`
+	MCP      MCP      `yaml:"mcp"`
 }
 
 // Server is the HTTP listener.
@@ -128,6 +130,8 @@ func Default() Config {
 		Prompt:  Prompt{StrategiesPath: "config/prompt_strategies.yaml"},
 		Storage: Storage{DBPath: "~/.mcp/proxy/usage.db", QueueSize: 4096, FlushInterval: 200 * time.Millisecond},
 		Log:     Log{Level: "info", Format: "text"},
+		Context: defaultContext(),
+		MCP:     defaultMCP(),
 	}
 }
 
@@ -153,6 +157,7 @@ func Load(getenv func(string) string) (*Config, error) {
 		cfg.NanoGPT.SubscriptionURL = defaultSubscriptionURL(cfg.NanoGPT.BaseURL)
 	}
 	cfg.Storage.DBPath = expandHome(cfg.Storage.DBPath, getenv("HOME"))
+	cfg.MCP.expandEnv(getenv)
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -252,6 +257,7 @@ func (c *Config) Validate() error {
 	if c.Upstream.FirstByteTimeout < 0 || c.Upstream.IdleTimeout < 0 {
 		bad("upstream timeouts must not be negative")
 	}
+	errs = append(errs, c.validateContext()...)
 	return errors.Join(errs...)
 }
 
