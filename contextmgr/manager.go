@@ -121,6 +121,14 @@ func (m *Manager) Close(ctx context.Context) error {
 	return m.w.close(ctx)
 }
 
+// Flush waits, up to ctx, until every exchange queued so far has been saved (or failed).
+func (m *Manager) Flush(ctx context.Context) error {
+	if m == nil || m.w == nil {
+		return nil
+	}
+	return m.w.sync(ctx)
+}
+
 // DeleteConversation removes a conversation from the store after the saves queued before
 // it; ErrNotFound when the store does not have it.
 func (m *Manager) DeleteConversation(ctx context.Context, id string) error {

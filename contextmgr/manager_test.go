@@ -97,7 +97,7 @@ func turn(t *testing.T, m *Manager, req *backends.ChatRequest, in Input, chunks 
 
 func sync_(t *testing.T, m *Manager) {
 	t.Helper()
-	if err := m.w.sync(context.Background()); err != nil {
+	if err := m.Flush(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -18,7 +18,7 @@ type job struct {
 	msgs   []backends.Message
 	answer Turn
 	del    chan error // set for deletions: the result goes here
-	flush  chan error // set for flushes: closed-over barrier, nil is sent when reached
+	flush  chan error // set for flushes: nil is sent when the writer reaches it
 }
 
 // writer saves exchanges on one goroutine, in arrival order, off the request path. The
