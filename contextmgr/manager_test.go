@@ -221,6 +221,12 @@ func TestFullHistoryClientNoDuplication(t *testing.T) {
 	if diff := cmp.Diff(want, turnsRC(got)); diff != "" {
 		t.Errorf("stored conversation (-want +got):\n%s", diff)
 	}
+	// The first turn sent again (a retry, a restarted task) already starts with a stored
+	// turn: it gets no history, which would repeat its own question.
+	retry := parse(t, body("system", sys, "user", u1))
+	if res := m.Enrich(context.Background(), retry, in); res.HistoryMessages != 0 || len(retry.Messages) != 2 {
+		t.Errorf("retried first turn got history: %v", roleContents(retry.Messages))
+	}
 	var calls []struct {
 		ID       string `json:"id"`
 		Function struct{ Name, Arguments string }

@@ -1,16 +1,19 @@
 package mcp_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -61,6 +64,8 @@ type testServer struct {
 	cfg  config.MCPServer
 	down func(bool)
 	pid  func() int
+	// methods are the JSON-RPC methods the HTTP server received, in order.
+	methods func() []string
 }
 
 func startServer(t *testing.T, transport string, hang bool) testServer {
@@ -86,6 +91,8 @@ func startServer(t *testing.T, transport string, hang bool) testServer {
 	default:
 		var isDown atomic.Bool
 		var h atomic.Pointer[server.StreamableHTTPServer]
+		var mu sync.Mutex
+		var methods []string
 		h.Store(server.NewStreamableHTTPServer(ctxserver.New(ctxserver.Options{File: file, Hang: hang})))
 		ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if isDown.Load() {
@@ -94,6 +101,15 @@ func startServer(t *testing.T, transport string, hang bool) testServer {
 					c.Close()
 				}
 				return
+			}
+			if r.Method == http.MethodPost {
+				b, _ := io.ReadAll(r.Body)
+				var msg struct{ Method string }
+				_ = json.Unmarshal(b, &msg)
+				mu.Lock()
+				methods = append(methods, msg.Method)
+				mu.Unlock()
+				r.Body = io.NopCloser(bytes.NewReader(b))
 			}
 			h.Load().ServeHTTP(w, r)
 		}))
@@ -106,6 +122,11 @@ func startServer(t *testing.T, transport string, hang bool) testServer {
 					h.Store(server.NewStreamableHTTPServer(ctxserver.New(ctxserver.Options{File: file})))
 				}
 				isDown.Store(d)
+			},
+			methods: func() []string {
+				mu.Lock()
+				defer mu.Unlock()
+				return append([]string(nil), methods...)
 			},
 		}
 	}
@@ -185,6 +206,12 @@ func TestEnrichmentThroughMCP(t *testing.T) {
 			st := b.Server("ctx").Status()
 			if want := []string{"exit", "load_conversation_history", "save_conversation", "search_similar_conversations"}; !cmp.Equal(want, st.Tools) || !st.Connected {
 				t.Errorf("status = %+v, want connected with tools %v", st, want)
+			}
+			if ts.methods != nil {
+				// The handshake on the wire: initialize, the initialized notification, the tool list.
+				if got := ts.methods(); len(got) < 3 || !cmp.Equal(got[:3], []string{"initialize", "notifications/initialized", "tools/list"}) {
+					t.Errorf("methods received: %v", got)
+				}
 			}
 			if sj, _ := json.Marshal(b.Status()); strings.Contains(string(sj), "s3cret") || strings.Contains(string(sj), "TEST_STORE_FILE") {
 				t.Errorf("status leaks configuration values: %s", sj)
