@@ -150,7 +150,7 @@ var ErrNotFound = errors.New("contextmgr: conversation not found")
 const (
 	bm25K1 = 1.2
 	bm25B  = 0.75
-	// maxCandidates caps the matching rows ranked per query.
+	// maxCandidates caps the matching rows ranked per query (the most recent ones).
 	maxCandidates = 2000
 )
 
@@ -168,7 +168,7 @@ func (s *SQLiteStore) Similar(ctx context.Context, query, exclude string, limit 
 	}
 	rows, err := s.db.QueryContext(ctx, `SELECT m.id, m.conversation_id, m.seq, m.role, m.created_at, matchinfo(messages_fts, 'pcnalx')
 		FROM messages_fts JOIN messages m ON m.id = messages_fts.docid
-		WHERE messages_fts MATCH ? AND m.conversation_id != ? LIMIT ?`, strings.Join(quoted, " OR "), exclude, maxCandidates)
+		WHERE messages_fts MATCH ? AND m.conversation_id != ? ORDER BY messages_fts.docid DESC LIMIT ?`, strings.Join(quoted, " OR "), exclude, maxCandidates)
 	if err != nil {
 		return nil, fmt.Errorf("contextmgr: searching: %w", err)
 	}
@@ -209,11 +209,11 @@ func (s *SQLiteStore) Similar(ctx context.Context, query, exclude string, limit 
 		}
 		return hits[i].at > hits[j].at
 	})
-	if len(hits) > limit {
-		hits = hits[:limit]
-	}
-	out := make([]Interaction, 0, len(hits))
-	for _, h := range hits {
+	out := make([]Interaction, 0, limit)
+	for i, h := range hits {
+		if len(out) == limit || i == 4*limit {
+			break
+		}
 		// The exchange around the hit: the question and the answer that followed it.
 		lo, hi := h.seq, h.seq+3
 		if h.role == "assistant" {
@@ -222,6 +222,9 @@ func (s *SQLiteStore) Similar(ctx context.Context, query, exclude string, limit 
 		turns, err := s.exchange(ctx, h.conv, lo, hi, h.seq, h.role)
 		if err != nil {
 			return nil, err
+		}
+		if len(turns) == 0 || turns[len(turns)-1].Role != "assistant" {
+			continue // a question that was never answered is no past interaction
 		}
 		at, _ := time.Parse(time.RFC3339Nano, h.at)
 		out = append(out, Interaction{ConversationID: h.conv, At: at, Score: h.score, Match: h.match, Turns: turns})
