@@ -11,14 +11,13 @@ import (
 // BenchmarkEnrichEmbedded measures the hot-path cost of enrichment on an embedded store of
 // 2,000 conversations: a thin client's history plus a similar-interactions search.
 func BenchmarkEnrichEmbedded(b *testing.B) {
-	t := &testing.T{}
-	st, _ := openStore(t)
+	st, _ := openStore(b)
 	m := New(testConfig(), st, nil)
 	defer m.Close(context.Background())
 	topics := []string{"pagination", "database migration", "kubernetes ingress", "react hooks", "golang generics", "sqlite wal", "oauth tokens", "docker layers"}
 	for i := range 2000 {
 		tp := topics[i%len(topics)]
-		req := parse(t, body("user", fmt.Sprintf("question %d about %s in service %d with details", i, tp, i%37)))
+		req := parse(b, body("user", fmt.Sprintf("question %d about %s in service %d with details", i, tp, i%37)))
 		in := Input{ConversationID: fmt.Sprintf("c%d", i), Role: roles.General}
 		tr := m.Track(req, in)
 		for _, c := range streamChunks(fmt.Sprintf("answer %d about %s: use the standard approach for %s", i, tp, tp)) {
@@ -31,7 +30,7 @@ func BenchmarkEnrichEmbedded(b *testing.B) {
 	}
 	b.ResetTimer()
 	for b.Loop() {
-		req := parse(t, body("system", "S.", "user", "how do I do pagination with sqlite wal in my service?"))
+		req := parse(b, body("system", "S.", "user", "how do I do pagination with sqlite wal in my service?"))
 		m.Enrich(context.Background(), req, Input{ConversationID: "c5", Role: roles.General})
 	}
 }

@@ -25,7 +25,7 @@ func testConfig() config.Context {
 	return c
 }
 
-func openStore(t *testing.T) (*SQLiteStore, *storage.DB) {
+func openStore(t testing.TB) (*SQLiteStore, *storage.DB) {
 	t.Helper()
 	db, err := storage.Open(context.Background(), filepath.Join(t.TempDir(), "usage.db"))
 	if err != nil {
@@ -44,7 +44,7 @@ func newTestManager(t *testing.T, cfg config.Context, st Store) *Manager {
 	return m
 }
 
-func parse(t *testing.T, body string) *backends.ChatRequest {
+func parse(t testing.TB, body string) *backends.ChatRequest {
 	t.Helper()
 	req, err := backends.ParseChatRequest([]byte(body))
 	if err != nil {
