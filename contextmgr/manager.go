@@ -73,6 +73,7 @@ type Manager struct {
 	notStored  atomic.Int64
 	incomplete atomic.Int64
 	lastErr    atomic.Value // string
+	lastLogged atomic.Value // string: the last load error logged at warn level
 }
 
 // Deleter is an optional ability of a Store: removing a conversation.
@@ -340,7 +341,13 @@ func (m *Manager) Enrich(ctx context.Context, req *backends.ChatRequest, in Inpu
 		m.similar.Add(int64(res.SimilarItems))
 	}
 	if res.Err != nil {
-		m.log.Warn("context not loaded; request goes on without it", "request_id", in.RequestID, "role", string(in.Role), "err", res.Err)
+		// One line per distinct failure and every 100th repeat: an outage must not flood the log.
+		lvl := slog.LevelDebug
+		if n := m.failures.Load(); n == 1 || n%100 == 0 || m.lastLogged.Swap(res.Err.Error()) != res.Err.Error() {
+			lvl = slog.LevelWarn
+		}
+		m.log.Log(ctx, lvl, "context not loaded; request goes on without it", "request_id", in.RequestID, "role", string(in.Role),
+			"failures_total", m.failures.Load(), "err", res.Err)
 	}
 	return res
 }

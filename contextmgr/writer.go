@@ -151,9 +151,10 @@ func (w *writer) run() {
 		n, err := w.save(ctx, j)
 		cancel()
 		if err != nil {
-			w.failed.Add(1)
-			w.lastErr.Store(err.Error())
-			w.log.Error("saving exchange failed", "request_id", j.meta.RequestID, "err", err)
+			n := w.failed.Add(1)
+			if prev, _ := w.lastErr.Swap(err.Error()).(string); n == 1 || n%100 == 0 || prev != err.Error() {
+				w.log.Error("saving exchange failed", "request_id", j.meta.RequestID, "failed_total", n, "err", err)
+			}
 			continue
 		}
 		w.saved.Add(1)

@@ -304,8 +304,15 @@ func (s *Server) run() {
 		}
 		cli, err := s.connect()
 		if err == nil {
-			backoff = s.opts.ReconnectMin
+			t0 := time.Now()
 			s.watch(cli)
+			// A server that keeps dying right after connecting backs off like one that
+			// cannot connect at all.
+			if time.Since(t0) >= s.opts.ReconnectMax {
+				backoff = s.opts.ReconnectMin
+			} else {
+				err = errors.New("connection lost soon after connecting")
+			}
 		} else {
 			s.setErr(err)
 			s.setState(StateDisconnected, nil)
