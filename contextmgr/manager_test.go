@@ -541,3 +541,35 @@ func TestBodyAnswerSaved(t *testing.T) {
 		t.Errorf("incomplete exchange saved: %v", got)
 	}
 }
+
+// flakyStore fails its first Append, like a store that is briefly away.
+type flakyStore struct {
+	*SQLiteStore
+	mu    sync.Mutex
+	fails int
+}
+
+func (f *flakyStore) Append(ctx context.Context, conv string, turns []Turn, meta Meta) error {
+	f.mu.Lock()
+	fail := f.fails > 0
+	f.fails--
+	f.mu.Unlock()
+	if fail {
+		return fmt.Errorf("store away")
+	}
+	return f.SQLiteStore.Append(ctx, conv, turns, meta)
+}
+
+func TestSaveRetriedWhenStoreBrieflyAway(t *testing.T) {
+	st, _ := openStore(t)
+	fs := &flakyStore{SQLiteStore: st, fails: 1}
+	m := newTestManager(t, testConfig(), fs)
+	seed(t, m, "c", "keep me", "kept")
+	sync_(t, m)
+	if got, _ := st.History(context.Background(), "c", 0); len(got) != 2 {
+		t.Errorf("stored %v, want the exchange saved on retry", got)
+	}
+	if s := m.Stats(); s.Saved != 1 || s.SaveFailures != 0 {
+		t.Errorf("stats %+v", s)
+	}
+}

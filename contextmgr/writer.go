@@ -150,6 +150,14 @@ func (w *writer) run() {
 		}
 		n, err := w.save(ctx, j)
 		cancel()
+		// A store that is briefly away (SQLite busy, an MCP server reconnecting) gets two
+		// more tries; save re-reads what is stored, so a retry never duplicates.
+		for attempt := 1; err != nil && attempt < 3; attempt++ {
+			time.Sleep(time.Duration(attempt) * 250 * time.Millisecond)
+			ctx, cancel := context.WithTimeout(context.Background(), w.timeout)
+			n, err = w.save(ctx, j)
+			cancel()
+		}
 		if err != nil {
 			n := w.failed.Add(1)
 			if prev, _ := w.lastErr.Swap(err.Error()).(string); n == 1 || n%100 == 0 || prev != err.Error() {
