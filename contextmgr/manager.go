@@ -61,7 +61,7 @@ type Manager struct {
 	roles map[roles.Role]bool
 
 	cacheMu sync.Mutex
-	cache   map[string]string // conversation → similar block, so a full-history client's system prompt stays stable
+	cache   map[string]cachedBlock // conversation → similar block, so a full-history client's system prompt stays stable
 
 	requests   atomic.Int64
 	enriched   atomic.Int64
@@ -92,7 +92,7 @@ func New(cfg config.Context, store Store, log *slog.Logger) *Manager {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	m := &Manager{cfg: cfg, store: store, log: log, cache: map[string]string{}}
+	m := &Manager{cfg: cfg, store: store, log: log, cache: map[string]cachedBlock{}}
 	if len(cfg.Roles) > 0 {
 		m.roles = map[roles.Role]bool{}
 		for _, r := range cfg.Roles {
@@ -230,7 +230,8 @@ func (m *Manager) Enrich(ctx context.Context, req *backends.ChatRequest, in Inpu
 		}
 	}
 	var query string
-	cached, haveCached := "", false
+	var cached cachedBlock
+	haveCached := false
 	if thin {
 		query = turns[len(turns)-1].Content
 	} else if len(turns) > 0 {
@@ -313,26 +314,21 @@ func (m *Manager) Enrich(ctx context.Context, req *backends.ChatRequest, in Inpu
 		}
 	}
 
-	block := cached
 	if !haveCached {
-		var n int
-		block, n = similarBlock(sims, budget)
-		res.SimilarItems = n
+		// AppendText puts a blank line before the block: count it.
+		cached.text, cached.n = similarBlock(sims, budget-2)
 		if !thin && res.Err == nil && in.ConversationID != "" {
 			m.cacheMu.Lock()
 			if len(m.cache) >= 1024 {
 				clear(m.cache)
 			}
-			m.cache[in.ConversationID] = block
+			m.cache[in.ConversationID] = cached
 			m.cacheMu.Unlock()
 		}
-	} else if block != "" {
-		res.SimilarItems = strings.Count(block, "\n[")
 	}
-	if block != "" && len(block) <= budget {
-		addSystem(req, block)
-	} else {
-		res.SimilarItems = 0
+	if cached.text != "" && len(cached.text)+2 <= budget {
+		addSystem(req, cached.text)
+		res.SimilarItems = cached.n
 	}
 
 	if res.HistoryMessages > 0 || res.SimilarItems > 0 {
@@ -350,6 +346,12 @@ func (m *Manager) Enrich(ctx context.Context, req *backends.ChatRequest, in Inpu
 			"failures_total", m.failures.Load(), "err", res.Err)
 	}
 	return res
+}
+
+// cachedBlock is a rendered similar-interactions block and the number of items in it.
+type cachedBlock struct {
+	text string
+	n    int
 }
 
 // noteErr counts a load failure (timeouts separately) and collects it.

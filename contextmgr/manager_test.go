@@ -573,3 +573,28 @@ func TestSaveRetriedWhenStoreBrieflyAway(t *testing.T) {
 		t.Errorf("stats %+v", s)
 	}
 }
+
+// A full-history client gets the same similar-interactions block on every turn, so its
+// system prompt (and the upstream's prompt cache) stays stable while the store grows.
+func TestFullHistoryClientSystemPromptStable(t *testing.T) {
+	st, _ := openStore(t)
+	m := newTestManager(t, testConfig(), st)
+	seed(t, m, "orders-pagination", "How do I add limit offset pagination to ListOrders in the orders service?", "Pass limit and offset to the query.")
+	sync_(t, m)
+	sys, u1 := "You are Roo.", "Add limit offset pagination to ListOrders in the orders service"
+	conv := ConversationID(parse(t, body("system", sys, "user", u1)), "")
+	in := Input{ConversationID: conv, Role: roles.Implementation}
+
+	req2 := parse(t, body("system", sys, "user", u1, "assistant", "Reading the file.", "user", "go on"))
+	_, res := turn(t, m, req2, in, streamChunks("Added."))
+	if res.SimilarItems != 1 {
+		t.Fatalf("turn 2: %+v", res)
+	}
+	seed(t, m, "orders-pagination-2", "limit offset pagination for ListOrders orders service again", "Same answer.")
+	sync_(t, m)
+	req3 := parse(t, body("system", sys, "user", u1, "assistant", "Reading the file.", "user", "go on", "assistant", "Added.", "user", "thanks"))
+	turn(t, m, req3, in, nil)
+	if a, b := string(req2.Messages[0].JSON()), string(req3.Messages[0].JSON()); a != b {
+		t.Errorf("system message changed between turns:\n%s\n%s", a, b)
+	}
+}
