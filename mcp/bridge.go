@@ -10,9 +10,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
 	"os/exec"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -270,8 +272,15 @@ func (s *Server) CallTool(ctx context.Context, name string, args any) (*Result, 
 }
 
 func (s *Server) setErr(err error) {
+	msg := err.Error()
+	if s.cfg.URL != "" {
+		// A URL may carry a token in its query or user info: show scheme, host and path only.
+		if u, perr := url.Parse(s.cfg.URL); perr == nil && (u.RawQuery != "" || u.User != nil) {
+			msg = strings.ReplaceAll(msg, s.cfg.URL, u.Scheme+"://"+u.Host+u.Path)
+		}
+	}
 	s.mu.Lock()
-	s.lastErr, s.lastErrAt = truncate(err.Error(), 500), time.Now()
+	s.lastErr, s.lastErrAt = truncate(msg, 500), time.Now()
 	s.mu.Unlock()
 }
 

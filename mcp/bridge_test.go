@@ -350,3 +350,17 @@ func TestUnreachableServerReported(t *testing.T) {
 		t.Errorf("call on a down server: %v, want ErrNotConnected", err)
 	}
 }
+
+func TestStatusHidesURLSecrets(t *testing.T) {
+	b := mcp.New(bridgeConfig(config.MCPServer{Name: "r", URL: "http://127.0.0.1:1/mcp?token=hunter2"}), "test", nil)
+	defer b.Close(context.Background())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := b.Server("r").WaitState(ctx, mcp.StateConnecting); err != nil {
+		t.Fatal(err)
+	}
+	st := b.Server("r").Status()
+	if st.LastError == "" || strings.Contains(st.LastError, "hunter2") {
+		t.Errorf("last error %q: want the failure without the token", st.LastError)
+	}
+}
