@@ -23,6 +23,7 @@ import (
 	"github.com/nanogpt-proxy/nanogpt-proxy/contextmgr"
 	"github.com/nanogpt-proxy/nanogpt-proxy/data"
 	"github.com/nanogpt-proxy/nanogpt-proxy/handlers"
+	"github.com/nanogpt-proxy/nanogpt-proxy/mcp"
 	"github.com/nanogpt-proxy/nanogpt-proxy/promptengineer"
 	"github.com/nanogpt-proxy/nanogpt-proxy/routing"
 	"github.com/nanogpt-proxy/nanogpt-proxy/storage"
@@ -184,6 +185,23 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 
 	// Research: admin routes, /status section, monthly scheduler (cli_research.go).
 	adminRoutes := startResearch(ctx, cfg, router, log, status)
+	// Context manager and MCP bridge: servers connect in the background; the embedded
+	// store needs the database, an MCP store the named server.
+	bridge := mcp.New(cfg.MCP, version, log)
+	var ctxStore contextmgr.Store
+	switch {
+	case cfg.Context.Store == "mcp":
+		ctxStore = contextmgr.NewMCPStore(bridge.Server(cfg.Context.MCPStore.Server), cfg.Context.MCPStore)
+	case db != nil:
+		st := contextmgr.NewSQLiteStore(db, nil)
+		st.MinScore = cfg.Context.MinScore
+		ctxStore = st
+	default:
+		log.Warn("context manager disabled: no database for the embedded store")
+	}
+	ctxMgr := contextmgr.New(cfg.Context, ctxStore, log)
+	status["mcp"] = func() any { return map[string]any{"servers": bridge.Status()} }
+	status["context"] = func() any { return ctxMgr.Stats() }
 
 	srv := handlers.New(handlers.Config{
 		MaxBodyBytes:   cfg.Server.MaxBodyBytes,
@@ -197,11 +215,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		Log:      log,
 		Prompt:   promptengineer.New(),
 		Router:   router,
-		Context:  contextmgr.New(),
+		Context:  ctxMgr,
 		Backends: bes,
 		Usage:    usage,
 		Status:   status,
-		Admin:    adminRoutes,
+		Admin:    append(adminRoutes, handlers.ConversationRoutes(ctxMgr, log)),
 	})
 
 	ln, err := net.Listen("tcp", cfg.Server.Addr())
@@ -229,6 +247,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err := hs.Shutdown(sctx); err != nil {
 		log.Warn("shutdown timed out; closing remaining connections", "err", err)
 		_ = hs.Close()
+	}
+	{
+		cctx, ccancel := context.WithTimeout(context.Background(), 10*time.Second)
+		if err := ctxMgr.Close(cctx); err != nil {
+			log.Error("flushing conversation saves", "err", err)
+		}
+		if err := bridge.Close(cctx); err != nil {
+			log.Error("stopping MCP servers", "err", err)
+		}
+		ccancel()
 	}
 	if usageWriter != nil {
 		fctx, fcancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -34,6 +34,8 @@ type Config struct {
 
 	// Research configures the monthly benchmark research job (see research.go).
 	Research Research `yaml:"research"`
+	Context  Context  `yaml:"context"`
+	MCP      MCP      `yaml:"mcp"`
 }
 
 // Server is the HTTP listener.
@@ -188,6 +190,8 @@ func Default() Config {
 		Log:     Log{Level: "info", Format: "text"},
 
 		Research: DefaultResearch(),
+		Context:  defaultContext(),
+		MCP:      defaultMCP(),
 	}
 }
 
@@ -213,6 +217,7 @@ func Load(getenv func(string) string) (*Config, error) {
 		cfg.NanoGPT.SubscriptionURL = defaultSubscriptionURL(cfg.NanoGPT.BaseURL)
 	}
 	cfg.Storage.DBPath = expandHome(cfg.Storage.DBPath, getenv("HOME"))
+	cfg.MCP.expandEnv(getenv)
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -317,6 +322,7 @@ func (c *Config) Validate() error {
 		bad("upstream timeouts must not be negative")
 	}
 	errs = append(errs, c.Research.validate()...)
+	errs = append(errs, c.validateContext()...)
 	return errors.Join(errs...)
 }
 

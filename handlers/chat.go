@@ -79,7 +79,7 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) error {
 
 	// 3. Context manager.
 	cin := contextmgr.Input{RequestID: ex.id, ConversationID: ex.convID, Role: ex.role,
-		NoStore: strings.EqualFold(r.Header.Get("X-Proxy-No-Store"), "true")}
+		NoStore: strings.EqualFold(r.Header.Get("X-Proxy-No-Store"), "true"), ContextWindow: contextWindow(s.d.Router, cands)}
 	s.d.Context.Enrich(ctx, req, cin)
 	tracker := s.d.Context.Track(req, cin)
 

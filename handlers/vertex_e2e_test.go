@@ -18,6 +18,7 @@ import (
 	openai "github.com/sashabaranov/go-openai"
 
 	"github.com/nanogpt-proxy/nanogpt-proxy/backends"
+	"github.com/nanogpt-proxy/nanogpt-proxy/config"
 	"github.com/nanogpt-proxy/nanogpt-proxy/contextmgr"
 	"github.com/nanogpt-proxy/nanogpt-proxy/data"
 	"github.com/nanogpt-proxy/nanogpt-proxy/handlers"
@@ -66,7 +67,7 @@ func TestRooCodeTurnOnVertex(t *testing.T) {
 	}
 	rows := make(usageRows, 4)
 	proxy := httptest.NewServer(handlers.New(handlers.Config{MaxBodyBytes: 10 << 20, DefaultProfile: "personal"}, handlers.Deps{
-		Prompt: promptengineer.New(), Router: router, Context: contextmgr.New(), Backends: bes, Usage: rows}))
+		Prompt: promptengineer.New(), Router: router, Context: contextmgr.New(config.Default().Context, nil, nil), Backends: bes, Usage: rows}))
 	defer proxy.Close()
 
 	var req openai.ChatCompletionRequest

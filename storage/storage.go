@@ -66,6 +66,30 @@ var migrations = []string{
 	);
 	CREATE INDEX IF NOT EXISTS usage_created_at ON usage(created_at);
 	CREATE INDEX IF NOT EXISTS usage_backend_created ON usage(backend, created_at);`,
+	// 2: the context manager's embedded store: conversations, their messages, and a full-text
+	// index over the messages' text (FTS4, compiled into go-sqlite3 without a build tag;
+	// docid = messages.id).
+	`CREATE TABLE IF NOT EXISTS conversations (
+		id         TEXT PRIMARY KEY,
+		created_at TEXT NOT NULL,
+		updated_at TEXT NOT NULL,
+		role       TEXT NOT NULL DEFAULT ''
+	);
+	CREATE INDEX IF NOT EXISTS conversations_updated ON conversations(updated_at);
+	CREATE TABLE IF NOT EXISTS messages (
+		id              INTEGER PRIMARY KEY AUTOINCREMENT,
+		conversation_id TEXT    NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+		seq             INTEGER NOT NULL,
+		created_at      TEXT    NOT NULL,
+		request_id      TEXT    NOT NULL DEFAULT '',
+		role            TEXT    NOT NULL,
+		content         TEXT    NOT NULL DEFAULT '',
+		tool_calls      TEXT    NOT NULL DEFAULT '',
+		tool_call_id    TEXT    NOT NULL DEFAULT '',
+		hash            TEXT    NOT NULL,
+		UNIQUE (conversation_id, seq)
+	);
+	CREATE VIRTUAL TABLE IF NOT EXISTS messages_fts USING fts4(body, tokenize=porter);`,
 }
 
 func (db *DB) migrate(ctx context.Context) error {

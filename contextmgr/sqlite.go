@@ -1,0 +1,307 @@
+package contextmgr
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/nanogpt-proxy/nanogpt-proxy/storage"
+)
+
+// SQLiteStore is the embedded store: the conversations and messages tables of the proxy's
+// database, with an FTS4 index ranked by BM25 computed from matchinfo.
+type SQLiteStore struct {
+	db  *storage.DB
+	now func() time.Time
+	// MinScore is the share (0-1) of a query's IDF weight a past interaction must match.
+	MinScore float64
+}
+
+var _ Store = (*SQLiteStore)(nil)
+
+// NewSQLiteStore returns the embedded store on db; now is the clock (nil: time.Now).
+func NewSQLiteStore(db *storage.DB, now func() time.Time) *SQLiteStore {
+	if now == nil {
+		now = time.Now
+	}
+	return &SQLiteStore{db: db, now: now}
+}
+
+// ftsBodyLimit caps the text indexed per message.
+const ftsBodyLimit = 16 << 10
+
+// History implements Store.
+func (s *SQLiteStore) History(ctx context.Context, conversationID string, limit int) ([]Turn, error) {
+	if limit <= 0 {
+		limit = math.MaxInt32
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT role, content, tool_calls, tool_call_id, created_at FROM (
+		SELECT seq, role, content, tool_calls, tool_call_id, created_at FROM messages
+		WHERE conversation_id = ? ORDER BY seq DESC LIMIT ?) ORDER BY seq`, conversationID, limit)
+	if err != nil {
+		return nil, fmt.Errorf("contextmgr: loading history: %w", err)
+	}
+	defer rows.Close()
+	var out []Turn
+	for rows.Next() {
+		var t Turn
+		var tc, at string
+		if err := rows.Scan(&t.Role, &t.Content, &tc, &t.ToolCallID, &at); err != nil {
+			return nil, fmt.Errorf("contextmgr: loading history: %w", err)
+		}
+		if tc != "" {
+			t.ToolCalls = []byte(tc)
+		}
+		t.At, _ = time.Parse(time.RFC3339Nano, at)
+		out = append(out, t)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("contextmgr: loading history: %w", err)
+	}
+	return out, nil
+}
+
+// Append implements Store: one transaction adds the turns and their index entries.
+func (s *SQLiteStore) Append(ctx context.Context, conversationID string, turns []Turn, meta Meta) error {
+	if len(turns) == 0 {
+		return nil
+	}
+	now := s.now().UTC().Format(time.RFC3339Nano)
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("contextmgr: saving: %w", err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, `INSERT INTO conversations (id, created_at, updated_at, role) VALUES (?, ?, ?, ?)
+		ON CONFLICT(id) DO UPDATE SET updated_at = excluded.updated_at, role = excluded.role`,
+		conversationID, now, now, meta.Role); err != nil {
+		return fmt.Errorf("contextmgr: saving conversation: %w", err)
+	}
+	var seq int64
+	if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(seq), 0) FROM messages WHERE conversation_id = ?`, conversationID).Scan(&seq); err != nil {
+		return fmt.Errorf("contextmgr: saving: %w", err)
+	}
+	for _, t := range turns {
+		seq++
+		res, err := tx.ExecContext(ctx, `INSERT INTO messages (conversation_id, seq, created_at, request_id, role, content, tool_calls, tool_call_id, hash)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, conversationID, seq, now, meta.RequestID, t.Role, t.Content, string(t.ToolCalls), t.ToolCallID, t.hash())
+		if err != nil {
+			return fmt.Errorf("contextmgr: saving message: %w", err)
+		}
+		if t.Role != "user" && t.Role != "assistant" {
+			continue // tool output and calls are kept, but not searched
+		}
+		body := cleanText(t.Content)
+		if body == "" {
+			continue
+		}
+		if len(body) > ftsBodyLimit {
+			body = body[:ftsBodyLimit]
+		}
+		id, _ := res.LastInsertId()
+		if _, err := tx.ExecContext(ctx, `INSERT INTO messages_fts (docid, body) VALUES (?, ?)`, id, body); err != nil {
+			return fmt.Errorf("contextmgr: indexing message: %w", err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("contextmgr: saving: %w", err)
+	}
+	return nil
+}
+
+// Delete removes a conversation, its messages and their index entries; it reports how many
+// messages were removed and ErrNotFound when there was no such conversation.
+func (s *SQLiteStore) Delete(ctx context.Context, conversationID string) (int64, error) {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, fmt.Errorf("contextmgr: deleting: %w", err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, `DELETE FROM messages_fts WHERE docid IN (SELECT id FROM messages WHERE conversation_id = ?)`, conversationID); err != nil {
+		return 0, fmt.Errorf("contextmgr: deleting index entries: %w", err)
+	}
+	res, err := tx.ExecContext(ctx, `DELETE FROM messages WHERE conversation_id = ?`, conversationID)
+	if err != nil {
+		return 0, fmt.Errorf("contextmgr: deleting messages: %w", err)
+	}
+	n, _ := res.RowsAffected()
+	cres, err := tx.ExecContext(ctx, `DELETE FROM conversations WHERE id = ?`, conversationID)
+	if err != nil {
+		return 0, fmt.Errorf("contextmgr: deleting conversation: %w", err)
+	}
+	if c, _ := cres.RowsAffected(); c == 0 {
+		return 0, ErrNotFound
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, fmt.Errorf("contextmgr: deleting: %w", err)
+	}
+	return n, nil
+}
+
+// ErrNotFound reports a conversation the store does not have.
+var ErrNotFound = errors.New("contextmgr: conversation not found")
+
+// BM25 parameters (the usual defaults).
+const (
+	bm25K1 = 1.2
+	bm25B  = 0.75
+	// maxCandidates caps the matching rows ranked per query (the most recent ones).
+	maxCandidates = 2000
+)
+
+// Similar implements Store: BM25 over the full-text index, the best message per
+// conversation, kept when its Match reaches MinScore, with the exchange around it.
+func (s *SQLiteStore) Similar(ctx context.Context, query, exclude string, limit int) ([]Interaction, error) {
+	minMatch := s.MinScore
+	terms := queryTerms(cleanText(query), 32)
+	if len(terms) == 0 || limit <= 0 {
+		return nil, nil
+	}
+	quoted := make([]string, len(terms))
+	for i, t := range terms {
+		quoted[i] = `"` + t + `"`
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT m.id, m.conversation_id, m.seq, m.role, m.created_at, matchinfo(messages_fts, 'pcnalx')
+		FROM messages_fts JOIN messages m ON m.id = messages_fts.docid
+		WHERE messages_fts MATCH ? AND m.conversation_id != ? ORDER BY messages_fts.docid DESC LIMIT ?`, strings.Join(quoted, " OR "), exclude, maxCandidates)
+	if err != nil {
+		return nil, fmt.Errorf("contextmgr: searching: %w", err)
+	}
+	type hit struct {
+		conv         string
+		seq          int64
+		role, at     string
+		score, match float64
+	}
+	best := map[string]hit{}
+	for rows.Next() {
+		var h hit
+		var id int64
+		var mi []byte
+		if err := rows.Scan(&id, &h.conv, &h.seq, &h.role, &h.at, &mi); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("contextmgr: searching: %w", err)
+		}
+		h.score, h.match = bm25(mi)
+		if h.match < minMatch {
+			continue
+		}
+		if b, ok := best[h.conv]; !ok || h.score > b.score {
+			best[h.conv] = h
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("contextmgr: searching: %w", err)
+	}
+	hits := make([]hit, 0, len(best))
+	for _, h := range best {
+		hits = append(hits, h)
+	}
+	sort.Slice(hits, func(i, j int) bool {
+		if hits[i].score != hits[j].score {
+			return hits[i].score > hits[j].score
+		}
+		return hits[i].at > hits[j].at
+	})
+	out := make([]Interaction, 0, limit)
+	for i, h := range hits {
+		if len(out) == limit || i == 4*limit {
+			break
+		}
+		// The exchange around the hit: the question and the answer that followed it.
+		lo, hi := h.seq, h.seq+3
+		if h.role == "assistant" {
+			lo, hi = h.seq-3, h.seq
+		}
+		turns, err := s.exchange(ctx, h.conv, lo, hi, h.seq, h.role)
+		if err != nil {
+			return nil, err
+		}
+		if len(turns) == 0 || turns[len(turns)-1].Role != "assistant" {
+			continue // a question that was never answered is no past interaction
+		}
+		at, _ := time.Parse(time.RFC3339Nano, h.at)
+		out = append(out, Interaction{ConversationID: h.conv, At: at, Score: h.score, Match: h.match, Turns: turns})
+	}
+	return out, nil
+}
+
+// exchange returns the user question and the assistant answer around the hit at seq.
+func (s *SQLiteStore) exchange(ctx context.Context, conv string, lo, hi, seq int64, role string) ([]Turn, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT seq, role, content FROM messages
+		WHERE conversation_id = ? AND seq BETWEEN ? AND ? AND role IN ('user', 'assistant') AND content != '' ORDER BY seq`, conv, lo, hi)
+	if err != nil {
+		return nil, fmt.Errorf("contextmgr: loading exchange: %w", err)
+	}
+	defer rows.Close()
+	var all []struct {
+		seq int64
+		t   Turn
+	}
+	for rows.Next() {
+		var e struct {
+			seq int64
+			t   Turn
+		}
+		if err := rows.Scan(&e.seq, &e.t.Role, &e.t.Content); err != nil {
+			return nil, fmt.Errorf("contextmgr: loading exchange: %w", err)
+		}
+		all = append(all, e)
+	}
+	var user, answer *Turn
+	for i := range all {
+		e := &all[i]
+		switch {
+		case role == "user" && e.seq == seq:
+			user = &e.t
+		case role == "user" && e.seq > seq && e.t.Role == "assistant" && answer == nil:
+			answer = &e.t
+		case role == "assistant" && e.seq == seq:
+			answer = &e.t
+		case role == "assistant" && e.seq < seq && e.t.Role == "user":
+			user = &e.t // the last question before the answer
+		}
+	}
+	var out []Turn
+	if user != nil {
+		out = append(out, Turn{Role: "user", Content: cleanText(user.Content)})
+	}
+	if answer != nil {
+		out = append(out, Turn{Role: "assistant", Content: answer.Content})
+	}
+	return out, rows.Err()
+}
+
+// bm25 computes a row's Okapi BM25 score from matchinfo 'pcnalx' (one column), and the
+// share of the query's IDF weight the row matches (0-1).
+func bm25(mi []byte) (score, match float64) {
+	if len(mi) < 5*4 {
+		return 0, 0
+	}
+	u := func(i int) float64 { return float64(binary.NativeEndian.Uint32(mi[4*i:])) }
+	p := int(u(0))
+	n, avg, dl := u(2), u(3), u(4)
+	if avg <= 0 {
+		avg = 1
+	}
+	var total float64
+	for i := 0; i < p && 5+3*i+2 < len(mi)/4; i++ {
+		tf, df := u(5+3*i), u(5+3*i+2)
+		idf := math.Log(1 + (n-df+0.5)/(df+0.5))
+		total += idf
+		if tf > 0 {
+			score += idf * tf * (bm25K1 + 1) / (tf + bm25K1*(1-bm25B+bm25B*dl/avg))
+			match += idf
+		}
+	}
+	if total > 0 {
+		match /= total
+	}
+	return score, match
+}

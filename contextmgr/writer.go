@@ -1,0 +1,195 @@
+package contextmgr
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nanogpt-proxy/nanogpt-proxy/backends"
+)
+
+// job is one unit of the background writer: an exchange to save, or a deletion.
+type job struct {
+	conv   string
+	meta   Meta
+	msgs   []backends.Message
+	answer Turn
+	del    chan error // set for deletions: the result goes here
+	flush  chan error // set for flushes: nil is sent when the writer reaches it
+}
+
+// writer saves exchanges on one goroutine, in arrival order, off the request path. The
+// queue is bounded: when it is full an exchange is dropped and counted.
+type writer struct {
+	store   Store
+	deleter func(ctx context.Context, conv string) (int64, error)
+	log     *slog.Logger
+	timeout time.Duration
+	queue   chan job
+
+	closeMu sync.RWMutex
+	closed  bool
+	done    chan struct{}
+
+	saved    atomic.Int64 // exchanges saved
+	messages atomic.Int64 // messages appended
+	dropped  atomic.Int64
+	failed   atomic.Int64
+	lastErr  atomic.Value // string
+}
+
+func newWriter(store Store, size int, timeout time.Duration, log *slog.Logger) *writer {
+	w := &writer{store: store, log: log, timeout: timeout, queue: make(chan job, size), done: make(chan struct{})}
+	go w.run()
+	return w
+}
+
+// enqueue queues an exchange without blocking; false means it was dropped.
+func (w *writer) enqueue(j job) bool {
+	w.closeMu.RLock()
+	defer w.closeMu.RUnlock()
+	if !w.closed {
+		select {
+		case w.queue <- j:
+			return true
+		default:
+		}
+	}
+	n := w.dropped.Add(1)
+	if n == 1 || n%100 == 0 {
+		w.log.Warn("context store queue full, exchange not saved", "request_id", j.meta.RequestID, "dropped_total", n)
+	}
+	return false
+}
+
+// delete runs a deletion after every save queued before it, waiting up to ctx.
+func (w *writer) delete(ctx context.Context, conv string) error {
+	res := make(chan error, 1)
+	w.closeMu.RLock()
+	if w.closed {
+		w.closeMu.RUnlock()
+		return w.doDelete(ctx, conv)
+	}
+	select {
+	case w.queue <- job{conv: conv, del: res}:
+		w.closeMu.RUnlock()
+	case <-ctx.Done():
+		w.closeMu.RUnlock()
+		return fmt.Errorf("contextmgr: deleting %s: %w", conv, ctx.Err())
+	}
+	select {
+	case err := <-res:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("contextmgr: deleting %s: %w", conv, ctx.Err())
+	}
+}
+
+// sync waits until every exchange queued before it has been handled.
+func (w *writer) sync(ctx context.Context) error {
+	res := make(chan error, 1)
+	w.closeMu.RLock()
+	if w.closed {
+		w.closeMu.RUnlock()
+		return nil
+	}
+	select {
+	case w.queue <- job{flush: res}:
+		w.closeMu.RUnlock()
+	case <-ctx.Done():
+		w.closeMu.RUnlock()
+		return ctx.Err()
+	}
+	select {
+	case <-res:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (w *writer) doDelete(ctx context.Context, conv string) error {
+	if w.deleter == nil {
+		return ErrNoLocalStore
+	}
+	_, err := w.deleter(ctx, conv)
+	return err
+}
+
+// close stops accepting exchanges and waits (up to ctx) for the queued ones to be saved.
+func (w *writer) close(ctx context.Context) error {
+	w.closeMu.Lock()
+	if !w.closed {
+		w.closed = true
+		close(w.queue)
+	}
+	w.closeMu.Unlock()
+	select {
+	case <-w.done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("contextmgr: flushing saves: %w", ctx.Err())
+	}
+}
+
+func (w *writer) run() {
+	defer close(w.done)
+	for j := range w.queue {
+		if j.flush != nil {
+			j.flush <- nil
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), w.timeout)
+		if j.del != nil {
+			j.del <- w.doDelete(ctx, j.conv)
+			cancel()
+			continue
+		}
+		n, err := w.save(ctx, j)
+		cancel()
+		// A store that is briefly away (SQLite busy, an MCP server reconnecting) gets two
+		// more tries; save re-reads what is stored, so a retry never duplicates.
+		for attempt := 1; err != nil && attempt < 3; attempt++ {
+			time.Sleep(time.Duration(attempt) * 250 * time.Millisecond)
+			ctx, cancel := context.WithTimeout(context.Background(), w.timeout)
+			n, err = w.save(ctx, j)
+			cancel()
+		}
+		if err != nil {
+			n := w.failed.Add(1)
+			if prev, _ := w.lastErr.Swap(err.Error()).(string); n == 1 || n%100 == 0 || prev != err.Error() {
+				w.log.Error("saving exchange failed", "request_id", j.meta.RequestID, "failed_total", n, "err", err)
+			}
+			continue
+		}
+		w.saved.Add(1)
+		w.messages.Add(int64(n))
+	}
+}
+
+// save appends what the store does not have yet: the request's turns after the leading ones
+// it already holds (a full-history client resends them every turn; a thin client's
+// prepended history is among them), then the answer.
+func (w *writer) save(ctx context.Context, j job) (int, error) {
+	turns := conversationTurns(j.msgs)
+	stored, err := w.store.History(ctx, j.conv, 0)
+	if err != nil {
+		return 0, err
+	}
+	known := make(map[string]bool, len(stored))
+	for _, t := range stored {
+		known[t.hash()] = true
+	}
+	k := 0
+	for k < len(turns) && known[turns[k].hash()] {
+		k++
+	}
+	add := turns[k:len(turns):len(turns)]
+	if j.answer.Role != "" {
+		add = append(add, j.answer)
+	}
+	return len(add), w.store.Append(ctx, j.conv, add, j.meta)
+}
