@@ -187,7 +187,7 @@ func TestOpenAINodeSDK(t *testing.T) {
 		if got.FinishReason != "tool_calls" {
 			t.Errorf("finish_reason = %q, want tool_calls", got.FinishReason)
 		}
-		checkUsage(t, got.Usage, wantUsage, true)
+		checkUsage(t, got.Usage, wantUsage)
 		var chunks []any
 		for _, c := range got.Chunks {
 			chunks = append(chunks, decodeJSON(t, c))
@@ -216,7 +216,7 @@ func TestOpenAINodeSDK(t *testing.T) {
 		if diff := cmp.Diff(want, got); diff != "" {
 			t.Errorf("final chat completion (-want +got):\n%s", diff)
 		}
-		checkUsage(t, gotUsage, wantUsage, true)
+		checkUsage(t, gotUsage, wantUsage)
 	})
 
 	t.Run("non-streaming", func(t *testing.T) {
@@ -299,7 +299,7 @@ func TestOpenAINodeSDK(t *testing.T) {
 }
 
 // checkUsage compares the usage a client assembled with NanoGPT's.
-func checkUsage(t *testing.T, got *usage, want usage, details bool) {
+func checkUsage(t *testing.T, got *usage, want usage) {
 	t.Helper()
 	if got == nil {
 		t.Errorf("no usage reached the client")
@@ -309,16 +309,15 @@ func checkUsage(t *testing.T, got *usage, want usage, details bool) {
 		t.Errorf("usage = %d/%d/%d, want %d/%d/%d", got.PromptTokens, got.CompletionTokens, got.TotalTokens,
 			want.PromptTokens, want.CompletionTokens, want.TotalTokens)
 	}
-	if details && (got.CompletionTokensDetails == nil || got.CompletionTokensDetails.ReasoningTokens != 17 ||
-		got.PromptTokensDetails == nil || got.PromptTokensDetails.CachedTokens != 4096) {
+	if got.CompletionTokensDetails == nil || got.CompletionTokensDetails.ReasoningTokens != 17 ||
+		got.PromptTokensDetails == nil || got.PromptTokensDetails.CachedTokens != 4096 {
 		t.Errorf("usage details (reasoning_tokens 17, cached_tokens 4096) lost: %+v", got)
 	}
 }
 
-// checkUpstreamRequests checks what reached NanoGPT for one client request: the proxy's
-// key and never the client's, Roo Code's attribution headers, the routed model, and every
-// other field of the client's body unchanged.
-func checkUpstreamRequests(t *testing.T, reqs []recorded, clientBody []byte, model string) {
+// oneUpstreamRequest checks that one client request reached NanoGPT exactly once, with the
+// proxy's key (never the client's credential, in any header) and the client's X-Title.
+func oneUpstreamRequest(t *testing.T, reqs []recorded, title string) recorded {
 	t.Helper()
 	if len(reqs) != 1 {
 		t.Fatalf("the upstream got %d requests, want 1", len(reqs))
@@ -334,9 +333,18 @@ func checkUpstreamRequests(t *testing.T, reqs []recorded, clientBody []byte, mod
 			}
 		}
 	}
-	if got := r.Header.Get("X-Title"); got != "Roo Code" {
-		t.Errorf("upstream X-Title = %q, want Roo Code", got)
+	if got := r.Header.Get("X-Title"); got != title {
+		t.Errorf("upstream X-Title = %q, want the client's %q", got, title)
 	}
+	return r
+}
+
+// checkUpstreamRequests checks what reached NanoGPT for one Roo Code request: see
+// oneUpstreamRequest, plus Roo's HTTP-Referer, the routed model, and every other field of
+// the client's body unchanged.
+func checkUpstreamRequests(t *testing.T, reqs []recorded, clientBody []byte, model string) {
+	t.Helper()
+	r := oneUpstreamRequest(t, reqs, "Roo Code")
 	if got := r.Header.Get("HTTP-Referer"); got != "https://github.com/RooVetGit/Roo-Cline" {
 		t.Errorf("upstream HTTP-Referer = %q", got)
 	}

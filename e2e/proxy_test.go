@@ -104,7 +104,13 @@ type proxyOptions struct {
 	defaultDB bool
 	// env adds variables (NAME=value).
 	env []string
+	// config is appended to the YAML file named by CONFIG_PATH.
+	config string
 }
+
+// baseConfig makes the usage writer flush only at shutdown (or when a batch fills), so
+// rows found after stop prove that shutdown flushes.
+const baseConfig = "storage:\n  flush_interval: 1h\n"
 
 // startProxy starts the binary against mock and waits until /health answers.
 func startProxy(t *testing.T, mock *upstream, opts proxyOptions) *proxy {
@@ -133,6 +139,10 @@ func tryStart(t *testing.T, mock *upstream, opts proxyOptions) (*proxy, error) {
 	}
 	p.URL = "http://127.0.0.1:" + strconv.Itoa(port)
 	absent := filepath.Join(t.TempDir(), "absent")
+	cfgPath := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(cfgPath, []byte(baseConfig+opts.config), 0o600); err != nil {
+		return p, err
+	}
 	env := []string{
 		"HOME=" + home,
 		"HOST=127.0.0.1",
@@ -143,6 +153,7 @@ func tryStart(t *testing.T, mock *upstream, opts proxyOptions) (*proxy, error) {
 		"PROMPT_STRATEGIES_PATH=" + filepath.Join(absent, "prompt_strategies.yaml"),
 		// The most talkative level: even debug lines must not carry keys or prompts.
 		"LOG_LEVEL=debug",
+		"CONFIG_PATH=" + cfgPath,
 	}
 	if opts.defaultDB {
 		p.DBPath = filepath.Join(home, ".mcp", "proxy", "usage.db")
@@ -209,15 +220,15 @@ func (p *proxy) signal(sig os.Signal) {
 	}
 }
 
-// wait waits (at most 30 s, then kills) for the process to exit and returns its exit code.
-func (p *proxy) wait() int {
+// wait waits (at most limit, then kills) for the process to exit and returns its exit code.
+func (p *proxy) wait(limit time.Duration) int {
 	p.t.Helper()
 	select {
 	case <-p.exited:
-	case <-time.After(30 * time.Second):
+	case <-time.After(limit):
 		_ = p.cmd.Process.Kill()
 		<-p.exited
-		p.t.Fatalf("the proxy did not exit within 30 s of the signal\nlog:\n%s", p.Log.String())
+		p.t.Fatalf("the proxy did not exit within %v of the signal\nlog:\n%s", limit, p.Log.String())
 	}
 	return p.cmd.ProcessState.ExitCode()
 }
@@ -227,7 +238,7 @@ func (p *proxy) wait() int {
 func (p *proxy) stop() {
 	p.t.Helper()
 	p.signal(syscall.SIGTERM)
-	if code := p.wait(); code != 0 {
+	if code := p.wait(30 * time.Second); code != 0 {
 		p.t.Fatalf("the proxy exited with code %d after SIGTERM, want 0\nlog:\n%s", code, p.Log.String())
 	}
 }

@@ -1,0 +1,121 @@
+package e2e
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// slowStreamBody is a streaming request the mock holds after its first content chunk.
+const slowStreamBody = `{"model":"auto","stream":true,"stream_options":{"include_usage":true},` +
+	`"messages":[{"role":"user","content":"Read src/orders/service.go please. ` + markSlowStream + `"}]}`
+
+// openSlowStream sends slowStreamBody and reads up to the first content chunk, so the
+// stream is in flight when it returns. The caller reads the rest from br.
+func openSlowStream(t *testing.T, p *proxy) (*http.Response, *bufio.Reader) {
+	t.Helper()
+	resp, err := http.Post(p.URL+"/v1/chat/completions", "application/json", strings.NewReader(slowStreamBody))
+	if err != nil {
+		t.Fatalf("starting the stream: %v", err)
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		t.Fatalf("stream status %d: %s", resp.StatusCode, b)
+	}
+	br := bufio.NewReader(resp.Body)
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatalf("reading the stream before its first content: %v", err)
+		}
+		if strings.Contains(line, "Let me read the service first.") {
+			return resp, br
+		}
+	}
+}
+
+// waitNotAccepting polls until a TCP connect to the proxy is refused: it stopped
+// accepting. It fails if the process exits first or 10 s pass.
+func waitNotAccepting(t *testing.T, p *proxy) {
+	t.Helper()
+	addr := strings.TrimPrefix(p.URL, "http://")
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case <-p.exited:
+			t.Fatalf("the proxy exited with a stream still in flight\nlog:\n%s", p.Log.String())
+		default:
+		}
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			return
+		}
+		c.Close()
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("the proxy still accepts connections 10 s after the signal")
+}
+
+// TestGracefulShutdown sends the real process SIGTERM and SIGINT.
+func TestGracefulShutdown(t *testing.T) {
+	t.Run("SIGTERM mid-stream: the stream completes, exit 0, usage row flushed", func(t *testing.T) {
+		mock := newUpstream(t)
+		p := startProxy(t, mock, proxyOptions{})
+		resp, br := openSlowStream(t, p)
+		reqID := resp.Header.Get("X-Request-Id")
+
+		p.signal(syscall.SIGTERM)
+		waitNotAccepting(t, p)
+		close(mock.Release)
+		rest, err := io.ReadAll(br)
+		if err != nil {
+			t.Fatalf("reading the rest of the stream: %v", err)
+		}
+		if !strings.Contains(string(rest), `"arguments":"\"src/orders/service.go\"}"`) ||
+			!strings.Contains(string(rest), `"finish_reason":"tool_calls"`) {
+			t.Errorf("the rest of the stream lacks the tool call or its finish:\n%s", rest)
+		}
+		if !strings.HasSuffix(string(rest), "data: [DONE]\n\n") {
+			t.Errorf("the stream did not end with data: [DONE]:\n%s", rest)
+		}
+		if code := p.wait(30 * time.Second); code != 0 {
+			t.Fatalf("exit code %d after SIGTERM, want 0\nlog:\n%s", code, p.Log.String())
+		}
+		rows := p.usageRows()
+		if len(rows) != 1 {
+			t.Fatalf("usage rows = %+v, want the stream's", rows)
+		}
+		checkRow(t, rows, reqID, resp.Header.Get("X-Proxy-Model"), resp.Header.Get("X-Proxy-Role"), true, 200,
+			[3]int{5123, 61, 5184}, "")
+	})
+
+	t.Run("SIGINT with no traffic exits 0 promptly", func(t *testing.T) {
+		p := startProxy(t, newUpstream(t), proxyOptions{})
+		p.signal(syscall.SIGINT)
+		// Nothing is in flight, so nothing may hold the exit up to the 30 s shutdown timeout.
+		if code := p.wait(10 * time.Second); code != 0 {
+			t.Fatalf("exit code %d after SIGINT, want 0\nlog:\n%s", code, p.Log.String())
+		}
+	})
+
+	t.Run("SIGTERM with a stream past the shutdown timeout: exit 0, the stream is cut, not completed", func(t *testing.T) {
+		mock := newUpstream(t)
+		p := startProxy(t, mock, proxyOptions{config: "server:\n  shutdown_timeout: 1s\n"})
+		_, br := openSlowStream(t, p)
+		p.signal(syscall.SIGTERM)
+		// The mock never releases the stream; the proxy must give up on it after 1 s.
+		if code := p.wait(20 * time.Second); code != 0 {
+			t.Fatalf("exit code %d, want 0\nlog:\n%s", code, p.Log.String())
+		}
+		rest, _ := io.ReadAll(br)
+		if strings.Contains(string(rest), "[DONE]") {
+			t.Errorf("a stream cut by shutdown ended with [DONE], as if complete:\n%s", rest)
+		}
+	})
+}
