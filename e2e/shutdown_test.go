@@ -104,10 +104,10 @@ func TestGracefulShutdown(t *testing.T) {
 		}
 	})
 
-	t.Run("SIGTERM with a stream past the shutdown timeout: exit 0, the stream is cut, not completed", func(t *testing.T) {
+	t.Run("SIGTERM with a stream past the shutdown timeout: exit 0, the stream is cut, its usage row kept", func(t *testing.T) {
 		mock := newUpstream(t)
 		p := startProxy(t, mock, proxyOptions{config: "server:\n  shutdown_timeout: 1s\n"})
-		_, br := openSlowStream(t, p)
+		resp, br := openSlowStream(t, p)
 		p.signal(syscall.SIGTERM)
 		// The mock never releases the stream; the proxy must give up on it after 1 s.
 		if code := p.wait(20 * time.Second); code != 0 {
@@ -116,6 +116,15 @@ func TestGracefulShutdown(t *testing.T) {
 		rest, _ := io.ReadAll(br)
 		if strings.Contains(string(rest), "[DONE]") {
 			t.Errorf("a stream cut by shutdown ended with [DONE], as if complete:\n%s", rest)
+		}
+		// Its usage row is not lost: the handler records it before the writer's last flush.
+		rows := p.usageRows()
+		r, ok := rows[resp.Header.Get("X-Request-Id")]
+		if !ok || len(rows) != 1 {
+			t.Fatalf("usage rows = %+v, want the cut stream's", rows)
+		}
+		if !r.Stream || r.StatusCode == 200 || r.Error == "" || r.Backend != "nanogpt" {
+			t.Errorf("row of the cut stream = %+v, want a streaming nanogpt row marked as failed", r)
 		}
 	})
 }
