@@ -316,23 +316,13 @@ func checkUsage(t *testing.T, got *usage, want usage) {
 }
 
 // oneUpstreamRequest checks that one client request reached NanoGPT exactly once, with the
-// proxy's key (never the client's credential, in any header) and the client's X-Title.
+// client's X-Title. (Keys are checked for every request in proxy.cleanup.)
 func oneUpstreamRequest(t *testing.T, reqs []recorded, title string) recorded {
 	t.Helper()
 	if len(reqs) != 1 {
 		t.Fatalf("the upstream got %d requests, want 1", len(reqs))
 	}
 	r := reqs[0]
-	if got := r.Header.Get("Authorization"); got != "Bearer "+testAPIKey {
-		t.Errorf("upstream Authorization = %q, want the proxy's key", got)
-	}
-	for k, vs := range r.Header {
-		for _, v := range vs {
-			if strings.Contains(v, clientKey) {
-				t.Errorf("the client's credential reached the upstream in %s: %q", k, v)
-			}
-		}
-	}
 	if got := r.Header.Get("X-Title"); got != title {
 		t.Errorf("upstream X-Title = %q, want the client's %q", got, title)
 	}

@@ -243,7 +243,8 @@ func (p *proxy) stop() {
 	}
 }
 
-// cleanup kills a proxy still running and checks the whole log for secrets and prompt text.
+// cleanup kills a proxy still running, checks the whole log for secrets and prompt text,
+// and checks that every upstream request carried the proxy's key and never the client's.
 func (p *proxy) cleanup() {
 	select {
 	case <-p.exited:
@@ -252,6 +253,7 @@ func (p *proxy) cleanup() {
 		<-p.exited
 	}
 	p.checkLog()
+	p.mock.checkAuth(p.t)
 }
 
 // checkLog fails the test if the log contains a key, a prompt, or a data race report.

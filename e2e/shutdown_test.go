@@ -2,13 +2,17 @@ package e2e
 
 import (
 	"bufio"
+	"bytes"
 	"io"
 	"net"
 	"net/http"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
 )
 
 // slowStreamBody is a streaming request the mock holds after its first content chunk.
@@ -16,8 +20,9 @@ const slowStreamBody = `{"model":"auto","stream":true,"stream_options":{"include
 	`"messages":[{"role":"user","content":"Read src/orders/service.go please. ` + markSlowStream + `"}]}`
 
 // openSlowStream sends slowStreamBody and reads up to the first content chunk, so the
-// stream is in flight when it returns. The caller reads the rest from br.
-func openSlowStream(t *testing.T, p *proxy) (*http.Response, *bufio.Reader) {
+// stream is in flight when it returns. The caller reads the rest from br; raw collects
+// every byte of the body read through br.
+func openSlowStream(t *testing.T, p *proxy) (resp *http.Response, br *bufio.Reader, raw *bytes.Buffer) {
 	t.Helper()
 	resp, err := http.Post(p.URL+"/v1/chat/completions", "application/json", strings.NewReader(slowStreamBody))
 	if err != nil {
@@ -28,16 +33,25 @@ func openSlowStream(t *testing.T, p *proxy) (*http.Response, *bufio.Reader) {
 		b, _ := io.ReadAll(resp.Body)
 		t.Fatalf("stream status %d: %s", resp.StatusCode, b)
 	}
-	br := bufio.NewReader(resp.Body)
+	raw = &bytes.Buffer{}
+	br = bufio.NewReader(io.TeeReader(resp.Body, raw))
 	for {
 		line, err := br.ReadString('\n')
 		if err != nil {
 			t.Fatalf("reading the stream before its first content: %v", err)
 		}
 		if strings.Contains(line, "Let me read the service first.") {
-			return resp, br
+			return resp, br, raw
 		}
 	}
+}
+
+var reasoningMember = regexp.MustCompile(`"reasoning":("(?:[^"\\]|\\.)*")`)
+
+// withReasoningContent is an SSE stream as the proxy must pass it on: each "reasoning"
+// member followed by a "reasoning_content" copy, every other byte unchanged.
+func withReasoningContent(sse []byte) []byte {
+	return reasoningMember.ReplaceAll(sse, []byte(`"reasoning":$1,"reasoning_content":$1`))
 }
 
 // waitNotAccepting polls until a TCP connect to the proxy is refused: it stopped
@@ -67,7 +81,7 @@ func TestGracefulShutdown(t *testing.T) {
 	t.Run("SIGTERM mid-stream: the stream completes, exit 0, usage row flushed", func(t *testing.T) {
 		mock := newUpstream(t)
 		p := startProxy(t, mock, proxyOptions{})
-		resp, br := openSlowStream(t, p)
+		resp, br, raw := openSlowStream(t, p)
 		reqID := resp.Header.Get("X-Request-Id")
 
 		p.signal(syscall.SIGTERM)
@@ -83,6 +97,11 @@ func TestGracefulShutdown(t *testing.T) {
 		}
 		if !strings.HasSuffix(string(rest), "data: [DONE]\n\n") {
 			t.Errorf("the stream did not end with data: [DONE]:\n%s", rest)
+		}
+		// Byte for byte what NanoGPT sent (keep-alive comment included), plus reasoning_content.
+		want := withReasoningContent(readFixture(t, "nanogpt/chat-stream-tool-call.sse"))
+		if diff := cmp.Diff(strings.Split(string(want), "\n"), strings.Split(raw.String(), "\n")); diff != "" {
+			t.Errorf("the client's stream differs from NanoGPT's (-want +got):\n%s", diff)
 		}
 		if code := p.wait(30 * time.Second); code != 0 {
 			t.Fatalf("exit code %d after SIGTERM, want 0\nlog:\n%s", code, p.Log.String())
@@ -107,7 +126,7 @@ func TestGracefulShutdown(t *testing.T) {
 	t.Run("SIGTERM with a stream past the shutdown timeout: exit 0, the stream is cut, its usage row kept", func(t *testing.T) {
 		mock := newUpstream(t)
 		p := startProxy(t, mock, proxyOptions{config: "server:\n  shutdown_timeout: 1s\n"})
-		resp, br := openSlowStream(t, p)
+		resp, br, _ := openSlowStream(t, p)
 		p.signal(syscall.SIGTERM)
 		// The mock never releases the stream; the proxy must give up on it after 1 s.
 		if code := p.wait(20 * time.Second); code != 0 {

@@ -49,6 +49,17 @@ type recorded struct {
 	Body   []byte
 }
 
+const chatPath = "/api/v1/chat/completions"
+
+// getFixtures are the GET endpoints the mock serves.
+var getFixtures = map[string]string{
+	"/api/v1/models":               "nanogpt/models-detailed.json",
+	"/api/subscription/v1/models":  "nanogpt/subscription-models.json",
+	"/api/subscription/v1/usage":   "nanogpt/subscription-usage.json",
+	"/api/subscription/v1/usage/":  "nanogpt/subscription-usage.json",
+	"/api/subscription/v1/models/": "nanogpt/subscription-models.json",
+}
+
 func newUpstream(t *testing.T) *upstream {
 	u := &upstream{
 		t:          t,
@@ -71,7 +82,16 @@ func (u *upstream) serve(w http.ResponseWriter, r *http.Request) {
 	u.mu.Lock()
 	u.reqs = append(u.reqs, recorded{Path: r.URL.Path, Header: r.Header.Clone(), Body: body})
 	u.mu.Unlock()
-	if r.Method != http.MethodPost || r.URL.Path != "/api/v1/chat/completions" {
+	if r.Method == http.MethodGet {
+		// NanoGPT's read-only endpoints, for features that look at models and quota.
+		if name, ok := getFixtures[r.URL.Path]; ok {
+			writeJSON(w, http.StatusOK, readFixture(u.t, name), nil)
+		} else {
+			http.NotFound(w, r)
+		}
+		return
+	}
+	if r.Method != http.MethodPost || r.URL.Path != chatPath {
 		http.NotFound(w, r)
 		return
 	}
@@ -83,7 +103,7 @@ func (u *upstream) serve(w http.ResponseWriter, r *http.Request) {
 	case bytes.Contains(body, []byte(markError402)):
 		writeJSON(w, http.StatusPaymentRequired, u.err402, nil)
 	case bytes.Contains(body, []byte(markError429)):
-		writeJSON(w, http.StatusTooManyRequests, u.err429, http.Header{"Retry-After": {"30"}, "X-Should-Retry": {"false"}})
+		writeJSON(w, http.StatusTooManyRequests, u.err429, http.Header{"Retry-After": {"30"}})
 	case req.Stream:
 		u.serveStream(w, r, bytes.Contains(body, []byte(markSlowStream)))
 	default:
@@ -153,11 +173,37 @@ func hasContent(ev string) bool {
 	return json.Unmarshal([]byte(data), &c) == nil && len(c.Choices) > 0 && c.Choices[0].Delta.Content != ""
 }
 
-// requests returns the chat requests received so far.
+// requests returns the chat completion requests received so far.
 func (u *upstream) requests() []recorded {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	return append([]recorded(nil), u.reqs...)
+	var out []recorded
+	for _, r := range u.reqs {
+		if r.Path == chatPath {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// checkAuth checks that every request the mock got, of any kind, carried the proxy's key
+// and nothing of the client's credential.
+func (u *upstream) checkAuth(t *testing.T) {
+	t.Helper()
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for _, r := range u.reqs {
+		if got := r.Header.Get("Authorization"); got != "Bearer "+testAPIKey {
+			t.Errorf("upstream %s: Authorization = %q, want the proxy's key", r.Path, got)
+		}
+		for k, vs := range r.Header {
+			for _, v := range vs {
+				if strings.Contains(v, clientKey) {
+					t.Errorf("upstream %s: the client's credential arrived in %s: %q", r.Path, k, v)
+				}
+			}
+		}
+	}
 }
 
 // promptSnippets returns the first 40 bytes of every message text the mock received:
