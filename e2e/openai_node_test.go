@@ -141,6 +141,12 @@ func wantChunks(t *testing.T, sse []byte) []any {
 	return out
 }
 
+// What chat-stream-tool-call.sse says, as a client assembles it.
+var (
+	wantToolCall = toolCall{ID: "call_a1b2c3", Name: "read_file", Arguments: `{"path":"src/orders/service.go"}`}
+	wantUsage    = usage{PromptTokens: 5123, CompletionTokens: 61, TotalTokens: 5184}
+)
+
 // TestOpenAINodeSDK drives the real binary with the official openai npm SDK, configured the
 // way Roo Code configures it, through a streamed tool call, the SDK's stream helper, a
 // non-streamed answer, upstream errors and a request the proxy itself rejects.
@@ -151,9 +157,6 @@ func TestOpenAINodeSDK(t *testing.T) {
 	base := p.URL + "/v1"
 	rooBody := readFixture(t, "clients/roo-code-code-first-turn.json")
 	oneShot := readFixture(t, "clients/roo-code-one-shot.json")
-	sse := readFixture(t, "nanogpt/chat-stream-tool-call.sse")
-	wantToolCall := toolCall{ID: "call_a1b2c3", Name: "read_file", Arguments: `{"path":"src/orders/service.go"}`}
-	wantUsage := usage{PromptTokens: 5123, CompletionTokens: 61, TotalTokens: 5184}
 
 	// Which request ids must have which usage row.
 	type rowWant struct {
@@ -166,40 +169,18 @@ func TestOpenAINodeSDK(t *testing.T) {
 	}
 	wantRows := map[string]rowWant{}
 
-	t.Run("stream with tool calls", func(t *testing.T) {
-		before := len(mock.requests())
-		var got streamResult
-		runNode(t, node, "stream", base, rooBody, "", &got)
-		if !strings.HasPrefix(got.Headers.ContentType, "text/event-stream") {
-			t.Errorf("Content-Type = %q, want text/event-stream", got.Headers.ContentType)
-		}
-		if got.Content != "Let me read the service first." {
-			t.Errorf("content = %q", got.Content)
-		}
-		if want := "The user wants pagination. I should read the file first."; got.ReasoningContent != want {
-			t.Errorf("reasoning_content = %q, want %q", got.ReasoningContent, want)
-		}
-		wantCall := wantToolCall
-		wantCall.Deltas = 4 // the first (id, name), "{\"path\":", the empty fragment, the rest
-		if diff := cmp.Diff([]toolCall{wantCall}, got.ToolCalls); diff != "" {
-			t.Errorf("tool calls (-want +got):\n%s", diff)
-		}
-		if got.FinishReason != "tool_calls" {
-			t.Errorf("finish_reason = %q, want tool_calls", got.FinishReason)
-		}
-		checkUsage(t, got.Usage, wantUsage)
-		var chunks []any
-		for _, c := range got.Chunks {
-			chunks = append(chunks, decodeJSON(t, c))
-		}
-		if diff := cmp.Diff(wantChunks(t, sse), chunks); diff != "" {
-			t.Errorf("chunks differ from what NanoGPT sent (-want +got):\n%s", diff)
-		}
-		reqs := mock.requests()[before:]
-		checkUpstreamRequests(t, reqs, rooBody, got.Headers.Model)
-		wantRows[got.Headers.RequestID] = rowWant{model: got.Headers.Model, role: got.Headers.Role, stream: true,
-			status: 200, tokens: [3]int{5123, 61, 5184}}
-	})
+	streams := []struct{ name, fixture string }{
+		{"stream with tool calls: first turn", "clients/roo-code-code-first-turn.json"},
+		{"stream with tool calls: turn with a tool result and an image", "clients/roo-code-code-tool-turn.json"},
+	}
+	for _, sc := range streams {
+		t.Run(sc.name, func(t *testing.T) {
+			testNodeStream(t, node, mock, base, readFixture(t, sc.fixture), func(h proxyHeaders) {
+				wantRows[h.RequestID] = rowWant{model: h.Model, role: h.Role, stream: true, status: 200,
+					tokens: [3]int{5123, 61, 5184}}
+			})
+		})
+	}
 
 	t.Run("stream helper finalChatCompletion", func(t *testing.T) {
 		var got helperResult
@@ -290,12 +271,49 @@ func TestOpenAINodeSDK(t *testing.T) {
 			wantRows[id] = rowWant{model: r.Model, role: r.Role, stream: true, status: 200, tokens: [3]int{5123, 61, 5184}}
 		}
 	}
-	if len(rows) != len(wantRows) || len(rows) != 5 {
-		t.Errorf("usage table has %d rows, want 5 (two streams, one JSON, two upstream errors; none for the 400):\n%+v", len(rows), rows)
+	if len(rows) != len(wantRows) || len(rows) != len(streams)+4 {
+		t.Errorf("usage table has %d rows, want %d (streams, helper, JSON, two upstream errors; none for the 400):\n%+v",
+			len(rows), len(streams)+4, rows)
 	}
 	for id, w := range wantRows {
 		checkRow(t, rows, id, w.model, w.role, w.stream, w.status, w.tokens, w.errSub)
 	}
+}
+
+// testNodeStream streams body through the proxy with the npm SDK and checks what Roo Code
+// would assemble, every chunk, and what reached the upstream; row gets the proxy's headers.
+func testNodeStream(t *testing.T, node string, mock *upstream, base string, body []byte, row func(proxyHeaders)) {
+	t.Helper()
+	before := len(mock.requests())
+	var got streamResult
+	runNode(t, node, "stream", base, body, "", &got)
+	if !strings.HasPrefix(got.Headers.ContentType, "text/event-stream") {
+		t.Errorf("Content-Type = %q, want text/event-stream", got.Headers.ContentType)
+	}
+	if got.Content != "Let me read the service first." {
+		t.Errorf("content = %q", got.Content)
+	}
+	if want := "The user wants pagination. I should read the file first."; got.ReasoningContent != want {
+		t.Errorf("reasoning_content = %q, want %q", got.ReasoningContent, want)
+	}
+	wantCall := wantToolCall
+	wantCall.Deltas = 4 // the first (id, name), "{\"path\":", the empty fragment, the rest
+	if diff := cmp.Diff([]toolCall{wantCall}, got.ToolCalls); diff != "" {
+		t.Errorf("tool calls (-want +got):\n%s", diff)
+	}
+	if got.FinishReason != "tool_calls" {
+		t.Errorf("finish_reason = %q, want tool_calls", got.FinishReason)
+	}
+	checkUsage(t, got.Usage, wantUsage)
+	var chunks []any
+	for _, c := range got.Chunks {
+		chunks = append(chunks, decodeJSON(t, c))
+	}
+	if diff := cmp.Diff(wantChunks(t, readFixture(t, "nanogpt/chat-stream-tool-call.sse")), chunks); diff != "" {
+		t.Errorf("chunks differ from what NanoGPT sent (-want +got):\n%s", diff)
+	}
+	checkUpstreamRequests(t, mock.requests()[before:], body, got.Headers.Model)
+	row(got.Headers)
 }
 
 // checkUsage compares the usage a client assembled with NanoGPT's.
@@ -351,11 +369,46 @@ func checkUpstreamRequests(t *testing.T, reqs []recorded, clientBody []byte, mod
 			t.Errorf("stream_options changed (-client +upstream):\n%s", diff)
 		}
 	}
-	// Messages may gain proxy guidance in the system area; every other field is the client's.
+	checkMessages(t, want["messages"], got["messages"])
 	delete(got, "messages")
 	delete(want, "messages")
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("upstream body differs from the client's (-client +upstream):\n%s", diff)
+	}
+}
+
+// checkMessages checks the messages that reached the upstream: the proxy may add guidance
+// and context only in the system area (appended to the client's system message, or as a
+// system message of its own), so the client's system text starts one of the upstream's
+// system messages and every other message arrives unchanged, in order.
+func checkMessages(t *testing.T, client, upstream any) {
+	t.Helper()
+	split := func(msgs any) (system []string, rest []any) {
+		list, _ := msgs.([]any)
+		for _, m := range list {
+			mm, _ := m.(map[string]any)
+			if mm["role"] == "system" {
+				s, _ := mm["content"].(string)
+				system = append(system, s)
+				continue
+			}
+			rest = append(rest, m)
+		}
+		return system, rest
+	}
+	cSys, cRest := split(client)
+	uSys, uRest := split(upstream)
+	for _, cs := range cSys {
+		found := false
+		for _, us := range uSys {
+			found = found || strings.HasPrefix(us, cs)
+		}
+		if !found {
+			t.Errorf("the client's system message (%.60q...) did not reach the upstream intact", cs)
+		}
+	}
+	if diff := cmp.Diff(cRest, uRest); diff != "" {
+		t.Errorf("non-system messages changed on the way upstream (-client +upstream):\n%s", diff)
 	}
 }
 

@@ -35,15 +35,31 @@ func openSlowStream(t *testing.T, p *proxy) (resp *http.Response, br *bufio.Read
 	}
 	raw = &bytes.Buffer{}
 	br = bufio.NewReader(io.TeeReader(resp.Body, raw))
-	for {
-		line, err := br.ReadString('\n')
+	// The mock holds everything after the first content chunk: a proxy that buffered the
+	// answer instead of passing each event on would never deliver it.
+	arrived := make(chan error, 1)
+	go func() {
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				arrived <- err
+				return
+			}
+			if strings.Contains(line, "Let me read the service first.") {
+				arrived <- nil
+				return
+			}
+		}
+	}()
+	select {
+	case err := <-arrived:
 		if err != nil {
 			t.Fatalf("reading the stream before its first content: %v", err)
 		}
-		if strings.Contains(line, "Let me read the service first.") {
-			return resp, br, raw
-		}
+	case <-time.After(20 * time.Second):
+		t.Fatalf("the first content chunk did not reach the client while the upstream held the rest: the stream is buffered")
 	}
+	return resp, br, raw
 }
 
 var reasoningMember = regexp.MustCompile(`"reasoning":("(?:[^"\\]|\\.)*")`)
@@ -146,4 +162,27 @@ func TestGracefulShutdown(t *testing.T) {
 			t.Errorf("row of the cut stream = %+v, want a streaming nanogpt row marked as failed", r)
 		}
 	})
+}
+
+// TestClientDisconnect: a client that hangs up mid-stream cancels the upstream request, and
+// the request still gets its usage row, marked as cut short.
+func TestClientDisconnect(t *testing.T) {
+	mock := newUpstream(t)
+	p := startProxy(t, mock, proxyOptions{})
+	resp, _, _ := openSlowStream(t, p)
+	resp.Body.Close()
+	select {
+	case <-mock.Cancelled:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the upstream request was not cancelled after the client hung up")
+	}
+	p.stop()
+	rows := p.usageRows()
+	r, ok := rows[resp.Header.Get("X-Request-Id")]
+	if !ok || len(rows) != 1 {
+		t.Fatalf("usage rows = %+v, want the abandoned stream's", rows)
+	}
+	if r.StatusCode != 499 || !r.Stream || r.Error == "" {
+		t.Errorf("row = %+v, want status 499 (client closed request), stream, an error", r)
+	}
 }

@@ -33,10 +33,12 @@ type upstream struct {
 	stream, completion, err402, err429 []byte
 
 	// Holding is closed when a slow stream has sent its first content; closing Release lets
-	// it finish.
-	Holding  chan struct{}
-	Release  chan struct{}
-	holdOnce sync.Once
+	// it finish. Cancelled is closed when the proxy cancels a held stream.
+	Holding    chan struct{}
+	Release    chan struct{}
+	Cancelled  chan struct{}
+	holdOnce   sync.Once
+	cancelOnce sync.Once
 
 	mu   sync.Mutex
 	reqs []recorded
@@ -69,6 +71,7 @@ func newUpstream(t *testing.T) *upstream {
 		err429:     readFixture(t, "nanogpt/error-429-daily-limit.json"),
 		Holding:    make(chan struct{}),
 		Release:    make(chan struct{}),
+		Cancelled:  make(chan struct{}),
 	}
 	u.srv = httptest.NewServer(http.HandlerFunc(u.serve))
 	t.Cleanup(u.srv.Close)
@@ -139,6 +142,7 @@ func (u *upstream) serveStream(w http.ResponseWriter, r *http.Request, slow bool
 			select {
 			case <-u.Release:
 			case <-r.Context().Done():
+				u.cancelOnce.Do(func() { close(u.Cancelled) })
 				return
 			}
 		}
