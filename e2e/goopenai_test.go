@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -167,6 +168,36 @@ func TestGoOpenAI(t *testing.T) {
 			status: 200, tokens: [3]int{812, 14, 826}}
 	})
 
+	t.Run("upstream stream breaks after the first content", func(t *testing.T) {
+		req := goOpenAIRequest("Add pagination to ListOrders. " + markCutStream)
+		req.Stream = true
+		stream, err := client.CreateChatCompletionStream(ctx, req)
+		if err != nil {
+			t.Fatalf("CreateChatCompletionStream: %v", err)
+		}
+		defer stream.Close()
+		var content string
+		for {
+			resp, err := stream.Recv()
+			if errors.Is(err, io.EOF) {
+				t.Fatalf("the broken stream ended like a complete one (io.EOF) after %q", content)
+			}
+			if err != nil {
+				// Any error will do: go-openai keeps every non-data line (the stream's
+				// ": keep-alive" comment) in its error accumulator, so it cannot decode the
+				// in-band error event after one and reports a JSON error instead. The npm SDK
+				// test checks the event itself.
+				break
+			}
+			if len(resp.Choices) > 0 {
+				content += resp.Choices[0].Delta.Content
+			}
+		}
+		if content != "Let me read the service first." {
+			t.Errorf("content before the break = %q, want what the upstream sent", content)
+		}
+	})
+
 	errCases := []struct {
 		name          string
 		marker        string
@@ -217,11 +248,36 @@ func TestGoOpenAI(t *testing.T) {
 			checkRow(t, rows, id, "", "", r.Stream, r.StatusCode, [3]int{}, messages[r.StatusCode])
 		}
 	}
-	if diff := cmp.Diff(map[int]int{402: 2, 429: 1}, byStatus); diff != "" {
+	messages[502] = "stream broke off"
+	if diff := cmp.Diff(map[int]int{402: 2, 429: 1, 502: 1}, byStatus); diff != "" {
 		t.Errorf("error rows by status (-want +got):\n%s", diff)
 	}
 	for id, w := range wantRows {
 		checkRow(t, rows, id, w.model, w.role, w.stream, w.status, w.tokens, w.errSub)
+	}
+}
+
+// TestUpstreamUnreachable: with nothing listening at NANOGPT_BASE_URL the client gets a
+// 502 in the OpenAI envelope, and the failure is recorded.
+func TestUpstreamUnreachable(t *testing.T) {
+	port, err := freePort() // closed again at once: nothing listens there
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := startProxy(t, newUpstream(t), proxyOptions{env: []string{
+		"NANOGPT_BASE_URL=http://127.0.0.1:" + strconv.Itoa(port) + "/api/v1"}})
+	_, err = goOpenAIClient(p).CreateChatCompletion(context.Background(), goOpenAIRequest("Is anybody there?"))
+	var ae *openai.APIError
+	if !errors.As(err, &ae) || ae.HTTPStatusCode != http.StatusBadGateway || ae.Message == "" {
+		t.Fatalf("error = %v (%T), want *openai.APIError with status 502 and a message", err, err)
+	}
+	p.stop()
+	byStatus := map[int]int{}
+	for _, r := range p.usageRows() {
+		byStatus[r.StatusCode]++
+	}
+	if diff := cmp.Diff(map[int]int{502: 1}, byStatus); diff != "" {
+		t.Errorf("usage rows by status (-want +got):\n%s", diff)
 	}
 }
 

@@ -168,6 +168,7 @@ func TestOpenAINodeSDK(t *testing.T) {
 		errSub string
 	}
 	wantRows := map[string]rowWant{}
+	cutRows := 0 // streams broken by the upstream: their rows are counted, not matched by id
 
 	streams := []struct{ name, fixture string }{
 		{"stream with tool calls: first turn", "clients/roo-code-code-first-turn.json"},
@@ -248,6 +249,20 @@ func TestOpenAINodeSDK(t *testing.T) {
 		})
 	}
 
+	t.Run("upstream stream breaks after the first content", func(t *testing.T) {
+		body := bytes.Replace(rooBody, []byte("update the tests."), []byte("update the tests. "+markCutStream), 1)
+		var got errorResult
+		runNode(t, node, "error", base, body, "", &got)
+		// openai-node throws on an in-band error event: the user sees an error, not a short answer.
+		// (Status 0: the error came in-band, after the 200 headers; APIConnectionError would
+		// mean the stream merely ended.)
+		if !got.IsAPIError || got.Class != "APIError" || got.Status != 0 || got.Code != "stream_interrupted" ||
+			!strings.Contains(got.Message, "stream broke off") {
+			t.Errorf("SDK error = %+v, want an in-band APIError stream_interrupted", got)
+		}
+		cutRows++
+	})
+
 	t.Run("proxy 400 for empty messages", func(t *testing.T) {
 		before := len(mock.requests())
 		var got errorResult
@@ -265,15 +280,22 @@ func TestOpenAINodeSDK(t *testing.T) {
 
 	p.stop()
 	rows := p.usageRows()
-	// The stream helper's row: the one streaming row not yet known.
+	// The stream helper's row: the one successful streaming row not yet known. A broken
+	// stream's row: a failed one.
 	for id, r := range rows {
-		if _, ok := wantRows[id]; !ok && r.Stream {
+		if _, ok := wantRows[id]; ok || !r.Stream {
+			continue
+		}
+		if r.StatusCode == 200 {
 			wantRows[id] = rowWant{model: r.Model, role: r.Role, stream: true, status: 200, tokens: [3]int{5123, 61, 5184}}
+		} else {
+			cutRows--
+			wantRows[id] = rowWant{model: r.Model, role: r.Role, stream: true, status: 502, errSub: "stream"}
 		}
 	}
-	if len(rows) != len(wantRows) || len(rows) != len(streams)+4 {
-		t.Errorf("usage table has %d rows, want %d (streams, helper, JSON, two upstream errors; none for the 400):\n%+v",
-			len(rows), len(streams)+4, rows)
+	if want := len(streams) + 4 + 1; len(rows) != len(wantRows) || len(rows) != want || cutRows != 0 {
+		t.Errorf("usage table has %d rows, want %d (streams, helper, JSON, two upstream errors, the broken stream; "+
+			"none for the 400):\n%+v", len(rows), want, rows)
 	}
 	for id, w := range wantRows {
 		checkRow(t, rows, id, w.model, w.role, w.stream, w.status, w.tokens, w.errSub)

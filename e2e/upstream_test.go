@@ -16,6 +16,7 @@ const (
 	markError402   = "E2E-UPSTREAM-402"
 	markError429   = "E2E-UPSTREAM-429"
 	markSlowStream = "E2E-SLOW-STREAM"
+	markCutStream  = "E2E-CUT-STREAM"
 )
 
 // upstream is a mock NanoGPT /api/v1: it replays testdata/nanogpt fixtures byte for byte
@@ -24,7 +25,7 @@ const (
 //   - a body containing markError402 / markError429 gets that error fixture;
 //   - a streaming body gets chat-stream-tool-call.sse, one event per write and flush; with
 //     markSlowStream it stops after the first content event, closes Holding and waits for
-//     Release (or the request's end);
+//     Release (or the request's end); with markCutStream it breaks the connection there;
 //   - any other body gets chat-completion.json.
 type upstream struct {
 	t   *testing.T
@@ -108,7 +109,7 @@ func (u *upstream) serve(w http.ResponseWriter, r *http.Request) {
 	case bytes.Contains(body, []byte(markError429)):
 		writeJSON(w, http.StatusTooManyRequests, u.err429, http.Header{"Retry-After": {"30"}})
 	case req.Stream:
-		u.serveStream(w, r, bytes.Contains(body, []byte(markSlowStream)))
+		u.serveStream(w, r, bytes.Contains(body, []byte(markSlowStream)), bytes.Contains(body, []byte(markCutStream)))
 	default:
 		writeJSON(w, http.StatusOK, u.completion, nil)
 	}
@@ -123,7 +124,7 @@ func writeJSON(w http.ResponseWriter, status int, body []byte, h http.Header) {
 	_, _ = w.Write(body)
 }
 
-func (u *upstream) serveStream(w http.ResponseWriter, r *http.Request, slow bool) {
+func (u *upstream) serveStream(w http.ResponseWriter, r *http.Request, slow, cut bool) {
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-cache")
 	w.WriteHeader(http.StatusOK)
@@ -135,6 +136,9 @@ func (u *upstream) serveStream(w http.ResponseWriter, r *http.Request, slow bool
 		}
 		if err := rc.Flush(); err != nil {
 			return
+		}
+		if cut && hasContent(ev) {
+			panic(http.ErrAbortHandler) // the connection breaks mid-stream
 		}
 		if !held && hasContent(ev) {
 			held = true
