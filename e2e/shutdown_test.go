@@ -3,6 +3,7 @@ package e2e
 import (
 	"bufio"
 	"bytes"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -24,25 +25,27 @@ const slowStreamBody = `{"model":"auto","stream":true,"stream_options":{"include
 // every byte of the body read through br.
 func openSlowStream(t *testing.T, p *proxy) (resp *http.Response, br *bufio.Reader, raw *bytes.Buffer) {
 	t.Helper()
-	resp, err := http.Post(p.URL+"/v1/chat/completions", "application/json", strings.NewReader(slowStreamBody))
-	if err != nil {
-		t.Fatalf("starting the stream: %v", err)
-	}
-	t.Cleanup(func() { resp.Body.Close() })
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(resp.Body)
-		t.Fatalf("stream status %d: %s", resp.StatusCode, b)
-	}
-	raw = &bytes.Buffer{}
-	br = bufio.NewReader(io.TeeReader(resp.Body, raw))
 	// The mock holds everything after the first content chunk: a proxy that buffered the
-	// answer instead of passing each event on would never deliver it.
+	// answer (headers included) instead of passing each event on would never deliver it.
+	raw = &bytes.Buffer{}
 	arrived := make(chan error, 1)
 	go func() {
+		var err error
+		resp, err = http.Post(p.URL+"/v1/chat/completions", "application/json", strings.NewReader(slowStreamBody))
+		if err != nil {
+			arrived <- fmt.Errorf("starting the stream: %w", err)
+			return
+		}
+		if resp.StatusCode != http.StatusOK {
+			b, _ := io.ReadAll(resp.Body)
+			arrived <- fmt.Errorf("stream status %d: %s", resp.StatusCode, b)
+			return
+		}
+		br = bufio.NewReader(io.TeeReader(resp.Body, raw))
 		for {
 			line, err := br.ReadString('\n')
 			if err != nil {
-				arrived <- err
+				arrived <- fmt.Errorf("reading the stream before its first content: %w", err)
 				return
 			}
 			if strings.Contains(line, "Let me read the service first.") {
@@ -53,8 +56,11 @@ func openSlowStream(t *testing.T, p *proxy) (resp *http.Response, br *bufio.Read
 	}()
 	select {
 	case err := <-arrived:
+		if resp != nil {
+			t.Cleanup(func() { resp.Body.Close() })
+		}
 		if err != nil {
-			t.Fatalf("reading the stream before its first content: %v", err)
+			t.Fatal(err)
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatalf("the first content chunk did not reach the client while the upstream held the rest: the stream is buffered")
