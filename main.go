@@ -226,8 +226,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", cfg.Server.Addr(), err)
 	}
+	var active inflight
 	hs := &http.Server{
-		Handler:           srv,
+		Handler:           active.wrap(srv),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
@@ -247,6 +248,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err := hs.Shutdown(sctx); err != nil {
 		log.Warn("shutdown timed out; closing remaining connections", "err", err)
 		_ = hs.Close()
+		// Closing cancels the remaining requests; their handlers still record usage.
+		dctx, dcancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer dcancel()
+		if err := active.wait(dctx); err != nil {
+			log.Warn("requests still running after their connections closed", "err", err)
+		}
 	}
 	{
 		cctx, ccancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -286,7 +286,9 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, ex *exchange, ca
 		_ = rc.Flush()
 		status = ae.Status
 		s.d.Log.Warn("stream failed after first byte", "request_id", ex.id, "backend", cand.Backend, "model", cand.Model, "err", streamErr)
-	} else if r.Context().Err() != nil {
+	} else if r.Context().Err() != nil && (!done || streamErr != nil) {
+		// The client left before it had the whole stream; one that hangs up right after
+		// [DONE] got everything and is a success.
 		status = 499
 		streamErr = r.Context().Err()
 	}
