@@ -23,6 +23,7 @@ import (
 	"github.com/nanogpt-proxy/nanogpt-proxy/data"
 	"github.com/nanogpt-proxy/nanogpt-proxy/handlers"
 	"github.com/nanogpt-proxy/nanogpt-proxy/promptengineer"
+	"github.com/nanogpt-proxy/nanogpt-proxy/roles"
 	"github.com/nanogpt-proxy/nanogpt-proxy/routing"
 	"github.com/nanogpt-proxy/nanogpt-proxy/storage"
 )
@@ -111,6 +112,22 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return map[string]any{"version": rk.Version, "updated_at": rk.UpdatedAt, "source": router.Source()}
 	}
 
+	// Prompt engineer: strategies (file or embedded), mode map, injection, optional optimizer.
+	prompt, err := promptengineer.New(promptConfig(cfg.Prompt), log)
+	if err != nil {
+		return err
+	}
+	status["prompt"] = prompt.Status
+	if cfg.Prompt.ReloadInterval > 0 {
+		t := time.NewTicker(cfg.Prompt.ReloadInterval)
+		defer t.Stop()
+		go prompt.Watch(ctx, t.C)
+	}
+	if cfg.Prompt.Optimizer.BaseURL != "" {
+		log.Info("prompt optimizer enabled", "base_url", cfg.Prompt.Optimizer.BaseURL, "model", cfg.Prompt.Optimizer.Model,
+			"timeout", cfg.Prompt.Optimizer.Timeout)
+	}
+
 	srv := handlers.New(handlers.Config{
 		MaxBodyBytes:   cfg.Server.MaxBodyBytes,
 		AdminToken:     cfg.Admin.Token,
@@ -118,7 +135,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		Version:        version,
 	}, handlers.Deps{
 		Log:      log,
-		Prompt:   promptengineer.New(),
+		Prompt:   prompt,
 		Router:   router,
 		Context:  contextmgr.New(),
 		Backends: bes,
@@ -171,4 +188,27 @@ func disabledReason(enabled bool, why string) string {
 		return ""
 	}
 	return why
+}
+
+// promptConfig converts the prompt settings (validated by config) for the prompt engineer.
+func promptConfig(p config.Prompt) promptengineer.Config {
+	pc := promptengineer.Config{
+		StrategiesPath: p.StrategiesPath,
+		Default:        config.DefaultStrategies,
+		Modes:          map[string]roles.Role{},
+		Injection:      map[roles.Role]promptengineer.Injection{},
+		Optimizer: promptengineer.OptimizerConfig{
+			BaseURL: p.Optimizer.BaseURL, Model: p.Optimizer.Model, APIKey: p.Optimizer.APIKey,
+			Timeout: p.Optimizer.Timeout, CacheSize: p.Optimizer.CacheSize,
+		},
+	}
+	for slug, r := range p.Modes {
+		role, _ := roles.Parse(r)
+		pc.Modes[strings.ToLower(slug)] = role
+	}
+	for r, m := range p.Injection {
+		role, _ := roles.Parse(r)
+		pc.Injection[role] = promptengineer.Injection(m)
+	}
+	return pc
 }
