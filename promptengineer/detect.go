@@ -227,12 +227,13 @@ func (s *Strategies) openingMode(opening string) (slug, agent string) {
 	return "", ""
 }
 
-// matchSpecial returns the special request whose pattern matches one of the texts.
+// matchSpecial returns the special request whose pattern matches one of the texts
+// (already lower-cased).
 func (s *Strategies) matchSpecial(texts ...string) *special {
 	for _, sp := range s.special {
-		for _, re := range sp.patterns {
+		for i := range sp.patterns {
 			for _, t := range texts {
-				if t != "" && re.MatchString(t) {
+				if t != "" && sp.patterns[i].match(t) {
 					return sp
 				}
 			}
@@ -254,23 +255,55 @@ func (s *Strategies) classify(text string) (best roles.Role, score float64, hits
 		text = text[:s.MaxBytes]
 	}
 	lower := strings.ToLower(text)
-	for _, st := range s.roles {
-		var sc float64
-		var hs []hit
-		for _, k := range st.keywords {
-			if containsWord(lower, k.word, k.prefix) {
-				sc += k.weight
-				hs = append(hs, hit{what: k.word, weight: k.weight})
+	var scores [numRoles]float64
+	var found [numRoles][]hit
+	seen := make([]bool, s.nKW)
+	credit := func(ref kwRef) {
+		k := s.roles[ref.role].keywords[ref.kw]
+		seen[ref.id] = true
+		scores[ref.role] += k.weight
+		found[ref.role] = append(found[ref.role], hit{what: k.word, weight: k.weight})
+	}
+	// Each word of the text: the keywords that start with it.
+	for i := 0; i < len(lower); {
+		if !isWordByte(lower[i]) {
+			i++
+			continue
+		}
+		j := i
+		for j < len(lower) && isWordByte(lower[j]) {
+			j++
+		}
+		key := lower[i:min(j, i+3)]
+		for _, ref := range s.kwIndex[key] {
+			if seen[ref.id] {
+				continue
+			}
+			k := &s.roles[ref.role].keywords[ref.kw]
+			end := i + len(k.word)
+			if strings.HasPrefix(lower[i:], k.word) && (k.prefix || end == len(lower) || !isWordByte(lower[end])) {
+				credit(ref)
 			}
 		}
-		for _, p := range st.patterns {
-			if p.re.MatchString(text) {
-				sc += p.weight
-				hs = append(hs, hit{what: "/" + p.re.String()[4:] + "/", weight: p.weight})
+		i = j
+	}
+	for _, ref := range s.kwScan {
+		k := &s.roles[ref.role].keywords[ref.kw]
+		if !seen[ref.id] && containsWord(lower, k.word, k.prefix) {
+			credit(ref)
+		}
+	}
+	for ri, st := range s.roles {
+		for i := range st.patterns {
+			if p := &st.patterns[i]; p.match(lower) {
+				scores[ri] += p.weight
+				found[ri] = append(found[ri], hit{what: "/" + p.re.String() + "/", weight: p.weight})
 			}
 		}
+	}
+	for ri, sc := range scores {
 		if sc > score {
-			best, score, hits = st.role, sc, hs
+			best, score, hits = s.roles[ri].role, sc, found[ri]
 		}
 	}
 	if score < s.MinScore {
@@ -310,4 +343,33 @@ func describeHits(hits []hit) string {
 		parts[i] = fmt.Sprintf("%q", h.what)
 	}
 	return strings.Join(parts, ", ")
+}
+
+// headText returns about the first limit bytes of a raw content's text (a string, or the
+// text parts of an array joined by newlines). Unlike backends.ContentText it does not
+// validate the parts: the body was validated when it was parsed, and a long array (file
+// dumps, environment details) is only skimmed for its part boundaries.
+func headText(content json.RawMessage, limit int) string {
+	if len(content) == 0 {
+		return ""
+	}
+	if content[0] != '[' {
+		return backends.ContentText(content, limit)
+	}
+	var sb strings.Builder
+	for _, p := range splitParts(content) {
+		raw := partText(p)
+		if raw == nil {
+			continue
+		}
+		if sb.Len() > 0 {
+			sb.WriteByte('\n')
+		}
+		rest := limit - sb.Len()
+		if rest <= 0 {
+			break
+		}
+		sb.WriteString(backends.ContentText(raw, rest))
+	}
+	return sb.String()
 }

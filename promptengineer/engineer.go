@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -302,17 +303,17 @@ func (e *Engineer) resolve(st *Strategies, req *backends.ChatRequest, in Input) 
 
 	var opening string
 	if si := systemIndex(req); si >= 0 {
-		opening = req.Messages[si].Text(openingBytes)
+		opening = headText(req.Messages[si].Content, openingBytes)
 	}
 	ui := lastUserIndex(req)
 	var userHead string
 	if ui >= 0 {
-		userHead = userText(req.Messages[ui].Text(specialBytes + 64))
+		userHead = userText(headText(req.Messages[ui].Content, specialBytes+64))
 	}
 
 	// Helper requests (context condensing, enhance prompt) are not the task itself: they
 	// win over the agent's mode, which earlier turns still carry.
-	if sp := st.matchSpecial(opening, userHead); sp != nil {
+	if sp := st.matchSpecial(strings.ToLower(opening), strings.ToLower(userHead)); sp != nil {
 		return Result{Role: sp.role, Signal: SignalSpecial, Reason: sp.name + " request"}, sp, nil
 	}
 
@@ -341,7 +342,7 @@ func (e *Engineer) resolve(st *Strategies, req *backends.ChatRequest, in Input) 
 	}
 
 	if ui >= 0 {
-		text := userText(req.Messages[ui].Text(st.MaxBytes + 512))
+		text := userText(headText(req.Messages[ui].Content, st.MaxBytes+512))
 		r, score, hits, ok := st.classify(text)
 		if ok {
 			return Result{Role: r, Signal: SignalContent,

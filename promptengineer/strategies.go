@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"regexp/syntax"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -28,7 +29,17 @@ type Strategies struct {
 	agentNames []string
 	// openings maps a mode's role definition to its slug, in file order.
 	openings []opening
+	// kwIndex finds keywords by the first (up to) three bytes of their first word, so
+	// classification looks at each word of the text once instead of searching the text
+	// for every keyword. kwScan holds keywords the index cannot serve.
+	kwIndex map[string][]kwRef
+	kwScan  []kwRef
+	nKW     int
 }
+
+// kwRef locates a keyword: its role's index and its index in that role's keywords; id
+// numbers every keyword of the file.
+type kwRef struct{ role, kw, id int }
 
 const numRoles = 8
 
@@ -54,13 +65,33 @@ type keyword struct {
 type pattern struct {
 	re     *regexp.Regexp
 	weight float64
+	// lits, when set, are literals one of which every match starts with: a text holding
+	// none of them cannot match, and strings.Contains is far cheaper than the regexp.
+	lits []string
+}
+
+// match reports whether the pattern matches lower-cased text.
+func (p *pattern) match(text string) bool {
+	if p.lits != nil {
+		found := false
+		for _, l := range p.lits {
+			if strings.Contains(text, l) {
+				found = true
+				break
+			}
+		}
+		if !found {
+			return false
+		}
+	}
+	return p.re.MatchString(text)
 }
 
 type special struct {
 	name     string
 	role     roles.Role
 	inject   bool
-	patterns []*regexp.Regexp
+	patterns []pattern
 	block    string
 }
 
@@ -109,6 +140,7 @@ func ParseStrategies(name string, b []byte) (*Strategies, error) {
 	for _, st := range p.s.roles {
 		st.block = renderBlock(st.role, st.guidance, st.techniques, st.constraints, st.examples)
 	}
+	p.s.indexKeywords()
 	for _, sp := range p.s.special {
 		if sp.inject && sp.block != "" {
 			sp.block = renderBlock(sp.role, sp.block, nil, nil, nil)
@@ -237,12 +269,13 @@ func (p *strategyParser) role(k, v *yaml.Node) {
 					p.errf(pn.Line, "pattern %q: weight must be a positive number", raw.Pattern)
 					continue
 				}
-				re, err := compilePattern(raw.Pattern)
+				pat, err := compilePattern(raw.Pattern)
 				if err != nil {
 					p.errf(pn.Line, "bad pattern %q: %v", raw.Pattern, err)
 					continue
 				}
-				st.patterns = append(st.patterns, pattern{re: re, weight: raw.Weight})
+				pat.weight = raw.Weight
+				st.patterns = append(st.patterns, pat)
 			}
 		default:
 			p.errf(fk.Line, "unknown key %q in role %s (expected guidance, techniques, constraints, examples, keywords, patterns)", fk.Value, k.Value)
@@ -254,12 +287,145 @@ func (p *strategyParser) role(k, v *yaml.Node) {
 	p.s.roles[roleIndex(r)] = st
 }
 
-// compilePattern compiles a detection pattern; matching is case-insensitive.
-func compilePattern(s string) (*regexp.Regexp, error) {
-	if !strings.HasPrefix(s, "(?i)") {
-		s = "(?i)" + s
+// indexKeywords builds kwIndex and kwScan.
+func (s *Strategies) indexKeywords() {
+	s.kwIndex = map[string][]kwRef{}
+	for ri, st := range s.roles {
+		for ki, k := range st.keywords {
+			ref := kwRef{role: ri, kw: ki, id: s.nKW}
+			s.nKW++
+			first := k.word
+			for i := 0; i < len(first); i++ {
+				if !isWordByte(first[i]) {
+					first = first[:i]
+					break
+				}
+			}
+			switch {
+			case first == "" || (k.prefix && len(first) < 3 && first == k.word):
+				s.kwScan = append(s.kwScan, ref)
+			case len(first) >= 3:
+				s.kwIndex[first[:3]] = append(s.kwIndex[first[:3]], ref)
+			default:
+				s.kwIndex[first] = append(s.kwIndex[first], ref)
+			}
+		}
 	}
-	return regexp.Compile(s)
+}
+
+// compilePattern compiles a detection pattern. Patterns see lower-cased text, so they are
+// written in lower case, which lets leading literals serve as a prefilter.
+func compilePattern(s string) (pattern, error) {
+	re, err := regexp.Compile(s)
+	if err != nil {
+		return pattern{}, err
+	}
+	pat := pattern{re: re}
+	if tree, err := syntax.Parse(s, syntax.Perl); err == nil {
+		pat.lits = firstLiterals(tree.Simplify())
+	}
+	return pat, nil
+}
+
+// firstLiterals returns literals one of which starts every match of re, or nil when it
+// cannot tell (then the regexp always runs). Leading parts that match exact strings are
+// joined, so "(add|implement) (a|the)" gives "add a", "add the", "implement a", ...
+func firstLiterals(re *syntax.Regexp) []string {
+	switch re.Op {
+	case syntax.OpCapture:
+		return firstLiterals(re.Sub[0])
+	case syntax.OpConcat:
+		prefixes := []string{""}
+		for _, sub := range re.Sub {
+			switch sub.Op {
+			case syntax.OpBeginLine, syntax.OpBeginText, syntax.OpWordBoundary, syntax.OpNoWordBoundary, syntax.OpEmptyMatch:
+				if len(prefixes) == 1 && prefixes[0] == "" {
+					continue
+				}
+			}
+			exact := exactStrings(sub)
+			if exact == nil || len(exact)*len(prefixes) > 16 {
+				if len(prefixes) == 1 && prefixes[0] == "" {
+					return firstLiterals(sub)
+				}
+				return prefixes
+			}
+			next := make([]string, 0, len(prefixes)*len(exact))
+			for _, p := range prefixes {
+				for _, e := range exact {
+					next = append(next, p+e)
+				}
+			}
+			prefixes = next
+		}
+		if len(prefixes) == 1 && prefixes[0] == "" {
+			return nil
+		}
+		return prefixes
+	case syntax.OpAlternate:
+		var out []string
+		for _, sub := range re.Sub {
+			l := firstLiterals(sub)
+			if l == nil {
+				return nil
+			}
+			out = append(out, l...)
+		}
+		return out
+	}
+	return exactStrings(re)
+}
+
+// exactStrings returns every string re matches when that is a small finite set of
+// non-empty strings, else nil.
+func exactStrings(re *syntax.Regexp) []string {
+	switch re.Op {
+	case syntax.OpLiteral:
+		if re.Flags&syntax.FoldCase != 0 {
+			return nil
+		}
+		return []string{string(re.Rune)}
+	case syntax.OpCapture:
+		return exactStrings(re.Sub[0])
+	case syntax.OpCharClass:
+		var out []string
+		for i := 0; i+1 < len(re.Rune); i += 2 {
+			if re.Rune[i+1]-re.Rune[i] > 8 || len(out) > 16 {
+				return nil
+			}
+			for r := re.Rune[i]; r <= re.Rune[i+1]; r++ {
+				out = append(out, string(r))
+			}
+		}
+		return out
+	case syntax.OpAlternate:
+		var out []string
+		for _, sub := range re.Sub {
+			e := exactStrings(sub)
+			if e == nil || len(out)+len(e) > 64 {
+				return nil
+			}
+			out = append(out, e...)
+		}
+		return out
+	case syntax.OpConcat:
+		out := []string{""}
+		for _, sub := range re.Sub {
+			e := exactStrings(sub)
+			if e == nil || len(out)*len(e) > 64 {
+				return nil
+			}
+			next := make([]string, 0, len(out)*len(e))
+			for _, p := range out {
+				for _, x := range e {
+					next = append(next, p+x)
+				}
+			}
+			out = next
+		}
+		return out
+	}
+	return nil
 }
 
 func (p *strategyParser) str(n *yaml.Node, what string) string {
@@ -309,12 +475,12 @@ func (p *strategyParser) specials(n *yaml.Node) {
 				sp.block = strings.TrimSpace(p.str(f[1], "special.guidance"))
 			case "patterns":
 				for i, s := range p.strs(f[1], "special.patterns") {
-					re, err := compilePattern(s)
+					pat, err := compilePattern(s)
 					if err != nil {
 						p.errf(f[1].Content[i].Line, "bad pattern %q: %v", s, err)
 						continue
 					}
-					sp.patterns = append(sp.patterns, re)
+					sp.patterns = append(sp.patterns, pat)
 				}
 			default:
 				p.errf(f[0].Line, "unknown key %q in special (expected name, role, inject, guidance, patterns)", f[0].Value)
