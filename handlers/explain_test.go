@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/nanogpt-proxy/nanogpt-proxy/backends"
 	"github.com/nanogpt-proxy/nanogpt-proxy/config"
@@ -77,8 +78,13 @@ func (r *usageRows) Record(u storage.Usage) bool {
 }
 
 func newPromptProxy(t *testing.T, up *upstream) (*handlers.Server, *promptengineer.Engineer, *usageRows) {
+	return newPromptProxyWith(t, up, promptengineer.Config{})
+}
+
+func newPromptProxyWith(t *testing.T, up *upstream, cfg promptengineer.Config) (*handlers.Server, *promptengineer.Engineer, *usageRows) {
 	t.Helper()
-	eng, err := promptengineer.New(promptengineer.Config{Default: config.DefaultStrategies}, nil)
+	cfg.Default = config.DefaultStrategies
+	eng, err := promptengineer.New(cfg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -288,5 +294,31 @@ func TestStatusShowsRoleCounts(t *testing.T) {
 	}
 	if st.Prompt.Signals["agent_mode"] != 3 || st.Prompt.Signals["special"] != 1 {
 		t.Errorf("signals %v", st.Prompt.Signals)
+	}
+}
+
+// TestSlowOptimizerDoesNotHoldTheRequest: a local model that never answers costs the
+// request only the optimizer deadline; the client's message goes upstream unchanged and
+// the client gets its answer.
+func TestSlowOptimizerDoesNotHoldTheRequest(t *testing.T) {
+	hung := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body) // the server notices a gone client only once the body is read
+		<-r.Context().Done()
+	}))
+	defer hung.Close()
+	up := newUpstream(t)
+	srv, eng, _ := newPromptProxyWith(t, up, promptengineer.Config{Optimizer: promptengineer.OptimizerConfig{
+		BaseURL: hung.URL + "/v1", Model: "qwen3-30b-a3b", Timeout: 100 * time.Millisecond}})
+	rec := post(srv, "/v1/chat/completions", []byte(`{"model":"auto","messages":[{"role":"user","content":"fix the login bug, it returns 500"}]}`), nil)
+	if rec.Code != 200 || !strings.Contains(rec.Body.String(), "chat.completion") {
+		t.Fatalf("status %d: %s", rec.Code, rec.Body)
+	}
+	calls := up.calls()
+	if len(calls) != 1 || !strings.Contains(string(calls[0]), `{"role":"user","content":"fix the login bug, it returns 500"}`) {
+		t.Fatalf("upstream got %q", calls)
+	}
+	st := eng.Status().(map[string]any)["optimizer"].(map[string]any)
+	if st["timeouts"] != int64(1) {
+		t.Errorf("optimizer status %v; want one timeout", st)
 	}
 }
