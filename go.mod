@@ -9,3 +9,5 @@ require (
 )
 
 require github.com/sashabaranov/go-openai v1.43.0
+
+require github.com/google/go-cmp v0.7.0
