@@ -4,10 +4,8 @@ go 1.26.8
 
 require (
 	github.com/go-chi/chi/v5 v5.5.0
+	github.com/google/go-cmp v0.7.0
 	github.com/mattn/go-sqlite3 v1.14.53
+	github.com/sashabaranov/go-openai v1.43.0
 	go.yaml.in/yaml/v3 v3.0.6
 )
-
-require github.com/sashabaranov/go-openai v1.43.0
-
-require github.com/google/go-cmp v0.7.0
