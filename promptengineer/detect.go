@@ -297,7 +297,11 @@ func (s *Strategies) classify(text string) (best roles.Role, score float64, hits
 		for i := range st.patterns {
 			if p := &st.patterns[i]; p.match(lower) {
 				scores[ri] += p.weight
-				found[ri] = append(found[ri], hit{what: "/" + p.re.String() + "/", weight: p.weight})
+				what := strings.TrimSpace(p.re.FindString(lower))
+				if len(what) > 40 {
+					what = what[:40] + "…"
+				}
+				found[ri] = append(found[ri], hit{what: what, weight: p.weight})
 			}
 		}
 	}
