@@ -100,7 +100,7 @@ var currentMode = []byte(`# Current Mode\n`)
 
 // modeIn parses the mode after "# Current Mode\n" in raw JSON string bytes.
 func modeIn(raw []byte) string {
-	i := bytes.LastIndex(raw, currentMode)
+	i := bytes.Index(raw, currentMode)
 	if i < 0 {
 		return ""
 	}
