@@ -105,3 +105,44 @@ func firstLine(s string) string {
 	}
 	return s
 }
+
+// TestPatternPrefilterIsExact: the literal prefilter never hides a match the regular
+// expression would find (it may only skip texts that cannot match).
+func TestPatternPrefilterIsExact(t *testing.T) {
+	e := newEngineer(t, Config{})
+	extra := []string{"exit status 2", "exit code 0", "@@ -1,3 +1,4 @@", "is this code ok", "high-level plan", "add a new field to", "should we go with kafka"}
+	for _, st := range e.Strategies().roles {
+		for i := range st.patterns {
+			p := &st.patterns[i]
+			for _, tt := range classificationTable {
+				text := strings.ToLower(tt.prompt)
+				if got, want := p.match(text), p.re.MatchString(text); got != want {
+					t.Errorf("pattern %s on %q: prefiltered %v, regexp %v", p.re, firstLine(text), got, want)
+				}
+			}
+			for _, text := range extra {
+				if got, want := p.match(text), p.re.MatchString(text); got != want {
+					t.Errorf("pattern %s on %q: prefiltered %v, regexp %v", p.re, text, got, want)
+				}
+			}
+		}
+	}
+	for _, tt := range []struct {
+		re   string
+		lits []string
+	}{
+		{`(add|implement) (a |the )?x`, []string{"add ", "implement "}},
+		{`high[- ]level (design|plan)\b`, []string{"high level design", "high level plan", "high-level design", "high-level plan"}},
+		{`^(what|why)\b.*\?`, []string{"what", "why"}},
+		{`\w+ error`, nil},
+		{`(panic: |\d+ apples)`, nil},
+	} {
+		p, err := compilePattern(tt.re)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fmt.Sprint(p.lits) != fmt.Sprint(tt.lits) {
+			t.Errorf("%s: literals %q; want %q", tt.re, p.lits, tt.lits)
+		}
+	}
+}
