@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"regexp/syntax"
 	"strings"
+	"unicode"
 
 	"go.yaml.in/yaml/v3"
 
@@ -322,9 +323,29 @@ func compilePattern(s string) (pattern, error) {
 	}
 	pat := pattern{re: re}
 	if tree, err := syntax.Parse(s, syntax.Perl); err == nil {
+		if hasUpperLiteral(tree) {
+			return pattern{}, fmt.Errorf("it has upper-case letters, but patterns are matched on lower-cased text")
+		}
 		pat.lits = firstLiterals(tree.Simplify())
 	}
 	return pat, nil
+}
+
+// hasUpperLiteral reports whether re would need an upper-case letter (case-sensitively).
+func hasUpperLiteral(re *syntax.Regexp) bool {
+	if re.Op == syntax.OpLiteral && re.Flags&syntax.FoldCase == 0 {
+		for _, r := range re.Rune {
+			if unicode.IsUpper(r) {
+				return true
+			}
+		}
+	}
+	for _, sub := range re.Sub {
+		if hasUpperLiteral(sub) {
+			return true
+		}
+	}
+	return false
 }
 
 // firstLiterals returns literals one of which starts every match of re, or nil when it

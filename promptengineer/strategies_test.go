@@ -61,6 +61,7 @@ func TestStrategiesValidation(t *testing.T) {
 		{"unknown role", replaceLine(t, "  testing:\n    guidance:", "  tester:\n    guidance:"), "  tester:", `unknown role "tester"`},
 		{"empty guidance", replaceLine(t, "  general:\n    guidance: |\n      Be a precise", "  general:\n    guidance: \"\"\n    x_note: |\n      Be a precise"), "  general:", "guidance must not be empty"},
 		{"bad pattern", replaceLine(t, `'exit (code|status) [1-9]\d*\b'`, `'exit (code|status [1-9]\d*\b'`), `exit (code|status [`, "bad pattern"},
+		{"upper-case pattern", replaceLine(t, `'(error|exception): '`, `'(Error|Exception): '`), `(Error|Exception)`, "upper-case"},
 		{"bad weight", replaceLine(t, "      traceback: 4\n", "      traceback: lots\n"), "traceback: lots", `keyword "traceback"`},
 		{"bad special role", replaceLine(t, "    role: documentation\n    patterns:\n      - 'tasked", "    role: scribe\n    patterns:\n      - '(?i)tasked"), "role: scribe", `unknown role "scribe"`},
 	}
