@@ -12,8 +12,9 @@ import (
 	"io"
 	"net/url"
 	"os"
+	"maps"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -328,12 +329,12 @@ func (p *Prompt) validate() []error {
 	if p.ReloadInterval < 0 {
 		bad("prompt.reload_interval: must not be negative")
 	}
-	for _, slug := range sortedKeys(p.Modes) {
+	for _, slug := range slices.Sorted(maps.Keys(p.Modes)) {
 		if _, ok := roles.Parse(p.Modes[slug]); !ok {
 			bad("prompt.modes.%s: %q is not a role (valid roles: %s)", slug, p.Modes[slug], roles.List())
 		}
 	}
-	for _, r := range sortedKeys(p.Injection) {
+	for _, r := range slices.Sorted(maps.Keys(p.Injection)) {
 		if _, ok := roles.Parse(r); !ok {
 			bad("prompt.injection: %q is not a role (valid roles: %s)", r, roles.List())
 		}
@@ -357,13 +358,4 @@ func (p *Prompt) validate() []error {
 		bad("prompt.optimizer.cache_size: %d must be positive", o.CacheSize)
 	}
 	return errs
-}
-
-func sortedKeys(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
