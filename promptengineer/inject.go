@@ -14,22 +14,25 @@ const (
 )
 
 // markerWindow bounds the search for an existing guidance block: the proxy only ever puts
-// it at the start or the end of a system message.
+// it at the start of a system message (its opening tag is near the start) or at the end
+// (its closing tag is near the end, whatever the guidance's length).
 const markerWindow = 8 << 10
 
 var (
-	markerOpen        = []byte("<" + Marker)
-	markerOpenEscaped = []byte(`\u003c` + Marker) // as Go's encoding/json writes "<"
+	markerOpen         = []byte("<" + Marker)
+	markerClose        = []byte("</" + Marker + ">")
+	markerOpenEscaped  = []byte(`\u003c` + Marker) // as Go's encoding/json writes "<"
+	markerCloseEscaped = []byte(`\u003c/` + Marker + `\u003e`)
 )
 
 // hasMarker reports whether a raw content value already carries a guidance block.
 func hasMarker(content json.RawMessage) bool {
-	if len(content) <= 2*markerWindow {
-		return bytes.Contains(content, markerOpen) || bytes.Contains(content, markerOpenEscaped)
+	head, tail := content, content
+	if len(content) > markerWindow {
+		head, tail = content[:markerWindow], content[len(content)-markerWindow:]
 	}
-	head, tail := content[:markerWindow], content[len(content)-markerWindow:]
-	return bytes.Contains(head, markerOpen) || bytes.Contains(tail, markerOpen) ||
-		bytes.Contains(head, markerOpenEscaped) || bytes.Contains(tail, markerOpenEscaped)
+	return bytes.Contains(head, markerOpen) || bytes.Contains(tail, markerClose) ||
+		bytes.Contains(head, markerOpenEscaped) || bytes.Contains(tail, markerCloseEscaped)
 }
 
 // inject adds block to the system area of req: to the first system (or developer) message

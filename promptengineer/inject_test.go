@@ -158,3 +158,26 @@ func TestInjectionModes(t *testing.T) {
 		t.Errorf("no system message: injection %q, messages %s", res.Injection, plain.UpstreamBody("m"))
 	}
 }
+
+// TestInjectionOnceLongGuidance: a long custom guidance appended to a long system prompt
+// is still recognised on a second pass, and so is one written by Go's encoding/json
+// (which escapes "<" and ">").
+func TestInjectionOnceLongGuidance(t *testing.T) {
+	system := strings.Repeat("You are a helpful assistant. ", 2000)
+	longBlock := "<" + Marker + ` role="general">` + "\n" + strings.Repeat("Check every error path. ", 1000) + "\n</" + Marker + ">"
+	shortBlock := "<" + Marker + ` role="general">` + "\nBe brief.\n</" + Marker + ">"
+	escaped, _ := json.Marshal(system + "\n\n" + shortBlock) // \u003c...\u003e
+	tests := map[string]string{
+		"long guidance":    string(quoteJSON(system + "\n\n" + longBlock)),
+		"escaped by Go":    string(escaped),
+		"prepended, plain": string(quoteJSON(shortBlock + "\n\n" + system)),
+	}
+	for name, content := range tests {
+		t.Run(name, func(t *testing.T) {
+			req := parse(t, []byte(`{"model":"auto","messages":[{"role":"system","content":`+content+`},{"role":"user","content":"hi"}]}`))
+			if got := inject(req, shortBlock, InjectAppend); got != injAlready {
+				t.Errorf("inject: %q; want %q", got, injAlready)
+			}
+		})
+	}
+}
