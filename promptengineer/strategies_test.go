@@ -146,3 +146,25 @@ func TestHotReload(t *testing.T) {
 	cancel()
 	<-done
 }
+
+// TestWatchPicksUpNewFile: with no file at start the embedded default is used; a file
+// created later takes over on the next tick.
+func TestWatchPicksUpNewFile(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "s.yaml")
+	e := newEngineer(t, Config{StrategiesPath: p})
+	if e.Source() != "embedded" {
+		t.Fatalf("source %q", e.Source())
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	tick := make(chan time.Time)
+	go e.Watch(ctx, tick)
+	if err := os.WriteFile(p, replaceLine(t, "Act as a technical writer.", "Act as a terse technical writer."), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tick <- time.Time{}
+	tick <- time.Time{}
+	if e.Source() != p || !strings.Contains(e.Strategies().Guidance(roles.Documentation), "terse technical writer") {
+		t.Errorf("source %q; the new file was not loaded", e.Source())
+	}
+}
