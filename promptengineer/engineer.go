@@ -241,11 +241,18 @@ func (e *Engineer) Prepare(ctx context.Context, req *backends.ChatRequest, in In
 		return Result{}, err
 	}
 	e.byRole[roleIndex(res.Role)].Add(1)
-	c, _ := e.bySignal.LoadOrStore(res.Signal, new(atomic.Int64))
+	c, ok := e.bySignal.Load(res.Signal)
+	if !ok {
+		c, _ = e.bySignal.LoadOrStore(res.Signal, new(atomic.Int64))
+	}
 	c.(*atomic.Int64).Add(1)
 
 	strat := st.strategyFor(res.Role)
-	if e.opt != nil {
+	switch {
+	case e.opt == nil:
+	case sp != nil:
+		res.Rewrite = RewriteHelper // a helper's prompt is the agent's, not the user's words
+	default:
 		res.Rewrite = e.opt.rewrite(ctx, req, strat)
 	}
 	block := strat.block

@@ -47,6 +47,7 @@ const (
 	RewriteDone       = "rewritten"
 	RewriteCached     = "rewritten (cached)"
 	RewriteToolTurn   = "skipped: the last message is a tool result"
+	RewriteHelper     = "skipped: helper request (context condensing, enhance prompt, ...)"
 	RewriteNoText     = "skipped: no user text to rewrite"
 	RewriteTooLong    = "skipped: user text longer than the optimizer limit"
 	RewriteTimeout    = "fallback: optimizer timed out"

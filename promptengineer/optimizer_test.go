@@ -158,6 +158,7 @@ func TestRewriteFallbacks(t *testing.T) {
 		{"timeout", "hang", plain, RewriteTimeout, 1},
 		{"error", "error", plain, RewriteError, 1},
 		{"tool result", "ok", toolTurn, RewriteToolTurn, 0},
+		{"condense helper", "ok", `{"model":"auto","messages":[{"role":"system","content":"You are a helpful AI assistant tasked with summarizing conversations."},{"role":"user","content":"Summarize the conversation so far."}]}`, RewriteHelper, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
