@@ -25,6 +25,7 @@ import (
 	"github.com/nanogpt-proxy/nanogpt-proxy/handlers"
 	"github.com/nanogpt-proxy/nanogpt-proxy/mcp"
 	"github.com/nanogpt-proxy/nanogpt-proxy/promptengineer"
+	"github.com/nanogpt-proxy/nanogpt-proxy/roles"
 	"github.com/nanogpt-proxy/nanogpt-proxy/routing"
 	"github.com/nanogpt-proxy/nanogpt-proxy/storage"
 )
@@ -202,6 +203,21 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	ctxMgr := contextmgr.New(cfg.Context, ctxStore, log)
 	status["mcp"] = func() any { return map[string]any{"servers": bridge.Status()} }
 	status["context"] = func() any { return ctxMgr.Stats() }
+	// Prompt engineer: strategies (file or embedded), mode map, injection, optional optimizer.
+	prompt, err := promptengineer.New(promptConfig(cfg.Prompt), log)
+	if err != nil {
+		return err
+	}
+	status["prompt"] = prompt.Status
+	if cfg.Prompt.ReloadInterval > 0 {
+		t := time.NewTicker(cfg.Prompt.ReloadInterval)
+		defer t.Stop()
+		go prompt.Watch(ctx, t.C)
+	}
+	if cfg.Prompt.Optimizer.BaseURL != "" {
+		log.Info("prompt optimizer enabled", "base_url", cfg.Prompt.Optimizer.BaseURL, "model", cfg.Prompt.Optimizer.Model,
+			"timeout", cfg.Prompt.Optimizer.Timeout)
+	}
 
 	srv := handlers.New(handlers.Config{
 		MaxBodyBytes:   cfg.Server.MaxBodyBytes,
@@ -213,7 +229,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		MaxFailoverTime: cfg.Routing.MaxFailoverTime,
 	}, handlers.Deps{
 		Log:      log,
-		Prompt:   promptengineer.New(),
+		Prompt:   prompt,
 		Router:   router,
 		Context:  ctxMgr,
 		Backends: bes,
@@ -335,4 +351,27 @@ func routingProfiles(m map[string]config.Profile) []routing.Profile {
 		out = append(out, routing.Profile{Name: n, Backends: p.Backends, Exclude: p.Exclude, PreferSubscription: p.PreferSubscription})
 	}
 	return out
+}
+
+// promptConfig converts the prompt settings (validated by config) for the prompt engineer.
+func promptConfig(p config.Prompt) promptengineer.Config {
+	pc := promptengineer.Config{
+		StrategiesPath: p.StrategiesPath,
+		Default:        config.DefaultStrategies,
+		Modes:          map[string]roles.Role{},
+		Injection:      map[roles.Role]promptengineer.Injection{},
+		Optimizer: promptengineer.OptimizerConfig{
+			BaseURL: p.Optimizer.BaseURL, Model: p.Optimizer.Model, APIKey: p.Optimizer.APIKey,
+			Timeout: p.Optimizer.Timeout, CacheSize: p.Optimizer.CacheSize,
+		},
+	}
+	for slug, r := range p.Modes {
+		role, _ := roles.Parse(r)
+		pc.Modes[strings.ToLower(slug)] = role
+	}
+	for r, m := range p.Injection {
+		role, _ := roles.Parse(r)
+		pc.Injection[role] = promptengineer.Injection(m)
+	}
+	return pc
 }

@@ -10,14 +10,18 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/nanogpt-proxy/nanogpt-proxy/roles"
 )
 
 // Config is every setting of the proxy.
@@ -137,6 +141,31 @@ type Quota struct {
 // Prompt configures the prompt engineer.
 type Prompt struct {
 	StrategiesPath string `yaml:"strategies_path"`
+	// ReloadInterval is how often the strategies file is checked for changes; 0 disables.
+	ReloadInterval time.Duration `yaml:"reload_interval"`
+	// Modes maps coding-agent mode slugs (Roo Code, Kilo Code, Cline, custom modes) to
+	// roles, on top of the built-in map (architect, code, debug, ask, orchestrator, plan, act).
+	Modes map[string]string `yaml:"modes"`
+	// Injection says per role where guidance goes: "append" (default), "prepend" or "off".
+	Injection map[string]string `yaml:"injection"`
+	// Optimizer is the optional rewrite of the latest user message by a local model.
+	Optimizer PromptOptimizer `yaml:"optimizer"`
+}
+
+// PromptOptimizer configures the local OpenAI-compatible model that rewrites prompts.
+// It is off unless both BaseURL and Model are set.
+type PromptOptimizer struct {
+	// BaseURL is the OpenAI-compatible API base, e.g. http://127.0.0.1:11434/v1 (Ollama).
+	BaseURL string `yaml:"base_url"`
+	Model   string `yaml:"model"`
+	// APIKeyEnv names the environment variable holding the model server's key (optional).
+	APIKeyEnv string `yaml:"api_key_env"`
+	// APIKey is read from APIKeyEnv. Never logged.
+	APIKey string `yaml:"-"`
+	// Timeout is the hard deadline of one rewrite (default 1s).
+	Timeout time.Duration `yaml:"timeout"`
+	// CacheSize bounds the rewrite cache by content hash (default 256 entries).
+	CacheSize int `yaml:"cache_size"`
 }
 
 // Storage configures the SQLite database.
@@ -185,7 +214,8 @@ func Default() Config {
 			StickyTTL: 2 * time.Hour, StickyMax: 10000,
 			Quota: Quota{Threshold: 0.95, SyncInterval: 10 * time.Minute, SaveInterval: 5 * time.Second},
 		},
-		Prompt:  Prompt{StrategiesPath: "config/prompt_strategies.yaml"},
+		Prompt: Prompt{StrategiesPath: "config/prompt_strategies.yaml", ReloadInterval: 5 * time.Second,
+			Optimizer: PromptOptimizer{Timeout: time.Second, CacheSize: 256}},
 		Storage: Storage{DBPath: "~/.mcp/proxy/usage.db", QueueSize: 4096, FlushInterval: 200 * time.Millisecond},
 		Log:     Log{Level: "info", Format: "text"},
 
@@ -257,6 +287,9 @@ func applyEnv(cfg *Config, getenv func(string) string) error {
 	str("DB_PATH", &cfg.Storage.DBPath)
 	str("PROMPT_STRATEGIES_PATH", &cfg.Prompt.StrategiesPath)
 	str("MODEL_ROUTING_PATH", &cfg.Routing.RankingsPath)
+	if n := cfg.Prompt.Optimizer.APIKeyEnv; n != "" {
+		str(n, &cfg.Prompt.Optimizer.APIKey)
+	}
 	str("ADMIN_TOKEN", &cfg.Admin.Token)
 	str("LOG_LEVEL", &cfg.Log.Level)
 	str("LOG_FORMAT", &cfg.Log.Format)
@@ -323,6 +356,7 @@ func (c *Config) Validate() error {
 	}
 	errs = append(errs, c.Research.validate()...)
 	errs = append(errs, c.validateContext()...)
+	errs = append(errs, c.Prompt.validate()...)
 	return errors.Join(errs...)
 }
 
@@ -389,4 +423,42 @@ func expandHome(p, home string) string {
 		return filepath.Join(home, p[2:])
 	}
 	return p
+}
+
+// validate checks the prompt engineer's settings.
+func (p *Prompt) validate() []error {
+	var errs []error
+	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	if p.ReloadInterval < 0 {
+		bad("prompt.reload_interval: must not be negative")
+	}
+	for _, slug := range slices.Sorted(maps.Keys(p.Modes)) {
+		if _, ok := roles.Parse(p.Modes[slug]); !ok {
+			bad("prompt.modes.%s: %q is not a role (valid roles: %s)", slug, p.Modes[slug], roles.List())
+		}
+	}
+	for _, r := range slices.Sorted(maps.Keys(p.Injection)) {
+		if _, ok := roles.Parse(r); !ok {
+			bad("prompt.injection: %q is not a role (valid roles: %s)", r, roles.List())
+		}
+		if m := p.Injection[r]; m != "append" && m != "prepend" && m != "off" {
+			bad("prompt.injection.%s: %q must be append, prepend or off", r, m)
+		}
+	}
+	o := p.Optimizer
+	if o.BaseURL != "" {
+		if err := checkURL(o.BaseURL); err != nil {
+			bad("prompt.optimizer.base_url: %v", err)
+		}
+		if o.Model == "" {
+			bad("prompt.optimizer.model: must be set when prompt.optimizer.base_url is")
+		}
+	}
+	if o.Timeout <= 0 {
+		bad("prompt.optimizer.timeout: must be positive")
+	}
+	if o.CacheSize < 1 {
+		bad("prompt.optimizer.cache_size: %d must be positive", o.CacheSize)
+	}
+	return errs
 }

@@ -62,13 +62,15 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 
+	// The conversation key hashes the client's own system prompt, before stage 1 adds to it.
+	ex.convID = contextmgr.ConversationID(req, r.Header.Get("X-Conversation-ID"))
+
 	// 1. Prompt engineer.
 	pr, err := s.d.Prompt.Prepare(ctx, req, promptengineer.Input{HeaderRole: r.Header.Get("X-Proxy-Role"), AliasRole: aliasRole})
 	if err != nil {
 		return err
 	}
 	ex.role, ex.reason = pr.Role, pr.Reason
-	ex.convID = contextmgr.ConversationID(req, r.Header.Get("X-Conversation-ID"))
 	w.Header().Set("X-Proxy-Role", string(ex.role))
 
 	// 2. Model router.
@@ -81,6 +83,9 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) error {
 	cin := contextmgr.Input{RequestID: ex.id, ConversationID: ex.convID, Role: ex.role,
 		NoStore: strings.EqualFold(r.Header.Get("X-Proxy-No-Store"), "true"), ContextWindow: contextWindow(s.d.Router, cands)}
 	s.d.Context.Enrich(ctx, req, cin)
+	if dryRun(r) {
+		return s.explain(w, ex, pr, cands) // explain mode: no backend call, nothing saved
+	}
 	tracker := s.d.Context.Track(req, cin)
 
 	// 4. Backend, with fallback until the first byte reaches the client.

@@ -19,7 +19,6 @@ import (
 	"github.com/nanogpt-proxy/nanogpt-proxy/config"
 	"github.com/nanogpt-proxy/nanogpt-proxy/contextmgr"
 	"github.com/nanogpt-proxy/nanogpt-proxy/data"
-	"github.com/nanogpt-proxy/nanogpt-proxy/promptengineer"
 	"github.com/nanogpt-proxy/nanogpt-proxy/routing"
 	"github.com/nanogpt-proxy/nanogpt-proxy/storage"
 )
@@ -114,7 +113,7 @@ func TestThinClientHistoryEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := New(Config{MaxBodyBytes: 1 << 20, DefaultProfile: "personal"}, Deps{
-		Prompt: promptengineer.New(), Router: router, Context: m,
+		Prompt: defaultPrompt(t), Router: router, Context: m,
 		Backends: map[string]backends.Backend{"nanogpt": backends.NewNanoGPT(backends.NanoGPTConfig{APIKey: "k", BaseURL: up.URL}, nil)},
 	})
 	post := func(user string, hdr map[string]string) {
@@ -146,7 +145,13 @@ func TestThinClientHistoryEndToEnd(t *testing.T) {
 	}
 	var roles []string
 	for _, msg := range last.Messages {
+		if msg.Role == "system" {
+			continue // the prompt engineer's role guidance
+		}
 		roles = append(roles, msg.Role+": "+msg.Content)
+	}
+	if last.Messages[0].Role != "system" {
+		t.Errorf("the role guidance should come first, before the stored history: %+v", last.Messages[0])
 	}
 	got := strings.Join(roles, "\n")
 	if !strings.HasPrefix(got, "user: Explain the context window of this model.\nassistant: Context.") ||

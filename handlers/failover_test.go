@@ -18,7 +18,6 @@ import (
 	"github.com/nanogpt-proxy/nanogpt-proxy/backends"
 	"github.com/nanogpt-proxy/nanogpt-proxy/config"
 	"github.com/nanogpt-proxy/nanogpt-proxy/contextmgr"
-	"github.com/nanogpt-proxy/nanogpt-proxy/promptengineer"
 	"github.com/nanogpt-proxy/nanogpt-proxy/roles"
 	"github.com/nanogpt-proxy/nanogpt-proxy/routing"
 	"github.com/nanogpt-proxy/nanogpt-proxy/storage"
@@ -223,7 +222,7 @@ func newFOEnv(t *testing.T, opt foOptions, chain ...string) *foEnv {
 		opt.maxTime = time.Minute
 	}
 	srv := New(Config{MaxBodyBytes: 1 << 20, DefaultProfile: "personal", MaxAttempts: opt.maxAttempts, MaxFailoverTime: opt.maxTime},
-		Deps{Prompt: promptengineer.New(), Router: router, Context: contextmgr.New(config.Default().Context, nil, nil), Backends: bes, Usage: usage, Status: status, Now: opt.now})
+		Deps{Prompt: defaultPrompt(t), Router: router, Context: contextmgr.New(config.Default().Context, nil, nil), Backends: bes, Usage: usage, Status: status, Now: opt.now})
 	proxy := httptest.NewServer(srv)
 	t.Cleanup(proxy.Close)
 	return &foEnv{up: up, router: router, usage: usage, proxy: proxy}

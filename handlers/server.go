@@ -119,6 +119,7 @@ func New(cfg Config, d Deps) *Server {
 	}))
 	r.Post("/v1/chat/completions", s.wrap(s.chat))
 	r.Post("/chat/completions", s.wrap(s.chat))
+	r.Post("/v1/route/explain", s.wrap(s.routeExplain))
 	r.Get("/v1/models", s.wrap(s.listModels))
 	r.Get("/v1/models/*", s.wrap(s.getModel))
 	r.Get("/health", s.wrap(s.health))

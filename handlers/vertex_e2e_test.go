@@ -27,9 +27,9 @@ import (
 	"github.com/nanogpt-proxy/nanogpt-proxy/storage"
 )
 
-type usageRows chan storage.Usage
+type usageChan chan storage.Usage
 
-func (u usageRows) Record(row storage.Usage) bool { u <- row; return true }
+func (u usageChan) Record(row storage.Usage) bool { u <- row; return true }
 
 // A Roo Code turn with tools, routed to Vertex, streams back through the whole pipeline
 // as text, reasoning and a tool call that go-openai assembles, with usage recorded for
@@ -65,9 +65,9 @@ func TestRooCodeTurnOnVertex(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rows := make(usageRows, 4)
+	rows := make(usageChan, 4)
 	proxy := httptest.NewServer(handlers.New(handlers.Config{MaxBodyBytes: 10 << 20, DefaultProfile: "personal"}, handlers.Deps{
-		Prompt: promptengineer.New(), Router: router, Context: contextmgr.New(config.Default().Context, nil, nil), Backends: bes, Usage: rows}))
+		Prompt: mustPrompt(t), Router: router, Context: contextmgr.New(config.Default().Context, nil, nil), Backends: bes, Usage: rows}))
 	defer proxy.Close()
 
 	var req openai.ChatCompletionRequest
@@ -142,4 +142,13 @@ func TestRooCodeTurnOnVertex(t *testing.T) {
 	if !bytes.Contains(gotBody, []byte(`"functionResponse"`)) || !bytes.Contains(gotBody, []byte(`"inlineData"`)) {
 		t.Errorf("the tool turn did not reach Gemini as functionResponse + inlineData: %.300s", gotBody)
 	}
+}
+
+func mustPrompt(t *testing.T) *promptengineer.Engineer {
+	t.Helper()
+	eng, err := promptengineer.New(promptengineer.Config{Default: config.DefaultStrategies}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return eng
 }
