@@ -142,8 +142,18 @@ func (s *SSEReader) Next() (Event, error) {
 	}
 	if s.Transform != nil {
 		if nd := s.Transform(data); nd != nil {
+			if len(spans) == 1 {
+				// Splice the new payload in place so every other byte of the event (its
+				// line endings, id:/event: lines) stays as the upstream sent it.
+				sp := spans[0]
+				raw := make([]byte, 0, len(s.buf)+len(nd)-(sp.to-sp.from))
+				raw = append(raw, s.buf[:sp.from]...)
+				raw = append(raw, nd...)
+				ev.Raw = append(raw, s.buf[sp.to:]...)
+			} else {
+				ev.Raw = append(append([]byte("data: "), nd...), "\n\n"...)
+			}
 			data = nd
-			ev.Raw = append(append([]byte("data: "), data...), "\n\n"...)
 		}
 	}
 	ev.Data = data
