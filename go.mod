@@ -7,3 +7,5 @@ require (
 	github.com/mattn/go-sqlite3 v1.14.53
 	go.yaml.in/yaml/v3 v3.0.6
 )
+
+require github.com/google/go-cmp v0.7.0
