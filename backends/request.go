@@ -102,7 +102,11 @@ func ParseChatRequest(body []byte) (*ChatRequest, error) {
 			for i, e := range elems {
 				m, err := parseMessage(e)
 				if err != nil {
-					err.Param = fmt.Sprintf("messages.[%d].%s", i, err.Param)
+					if err.Param == "" {
+						err.Param = fmt.Sprintf("messages.[%d]", i)
+					} else {
+						err.Param = fmt.Sprintf("messages.[%d].%s", i, err.Param)
+					}
 					err.Message = fmt.Sprintf("Invalid value for 'messages[%d]': %s", i, err.Message)
 					return nil, err
 				}
