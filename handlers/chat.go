@@ -269,7 +269,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, ex *exchange, ca
 		ae := backends.AsAPIError(cand.Backend, streamErr)
 		if ae.Status == http.StatusBadGateway && ae.Code == "upstream_unreachable" {
 			ae = &backends.APIError{Status: 502, Type: "upstream_error", Code: "stream_interrupted", Backend: cand.Backend,
-				Message: fmt.Sprintf("%s: the upstream stream broke off: %v", cand.Backend, errors.Unwrap(streamErr)), Err: streamErr}
+				Message: fmt.Sprintf("%s: the upstream stream broke off: %v", cand.Backend, streamErr), Err: streamErr}
 		}
 		b, _ := json.Marshal(ae)
 		_, _ = w.Write(append(append([]byte("data: "), b...), "\n\n"...))
