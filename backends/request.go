@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"unicode/utf8"
 )
 
 // ChatRequest is an OpenAI chat completion request kept as raw JSON. The proxy decodes
@@ -254,32 +255,41 @@ func stringPrefix(v json.RawMessage, limit int) string {
 	if len(v) < 2 || v[0] != '"' {
 		return ""
 	}
-	if limit > 0 && len(v) > limit+2 {
-		// Cut the raw text, then back off so we never split an escape sequence.
-		cut := limit + 1
+	var s string
+	decoded := false
+	// An escape is at most 6 raw bytes for at least 1 decoded byte, so 6*limit raw bytes
+	// always hold limit decoded bytes.
+	if limit > 0 && len(v) > 6*limit+2 {
+		cut := 6*limit + 1
+		// Back off so we never split an escape sequence or a UTF-8 sequence.
 		for k := cut - 1; k > cut-7 && k > 0; k-- {
 			if v[k] == '\\' {
 				cut = k
 				break
 			}
 		}
+		for cut > 1 && !utf8.RuneStart(v[cut]) {
+			cut--
+		}
 		buf := make([]byte, 0, cut+1)
 		buf = append(buf, v[:cut]...)
 		buf = append(buf, '"')
-		var s string
-		if json.Unmarshal(buf, &s) == nil {
-			return s
-		}
-		// An escape like \\ right before the cut: fall back to the whole string.
+		// An escape like \\ right before the cut fails here: fall back to the whole string.
+		decoded = json.Unmarshal(buf, &s) == nil
 	}
-	var s string
-	if bytes.IndexByte(v, '\\') < 0 {
-		s = string(v[1 : len(v)-1])
-	} else if json.Unmarshal(v, &s) != nil {
-		return ""
+	if !decoded {
+		if bytes.IndexByte(v, '\\') < 0 {
+			s = string(v[1 : len(v)-1])
+		} else if json.Unmarshal(v, &s) != nil {
+			return ""
+		}
 	}
 	if limit > 0 && len(s) > limit {
-		s = s[:limit]
+		i := limit
+		for i > 0 && !utf8.RuneStart(s[i]) {
+			i--
+		}
+		s = s[:i]
 	}
 	return s
 }
@@ -334,7 +344,8 @@ func (m *Message) setText(text string, prepend bool) {
 		content = quote(text)
 	}
 	m.Content = content
-	m.fields = SetField(m.fields, "content", content)
+	// Copy before writing: a Clone shares the fields' backing array with its original.
+	m.fields = SetField(append(make([]Field, 0, len(m.fields)+1), m.fields...), "content", content)
 	m.Raw = nil
 }
 
