@@ -220,6 +220,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, ex *exchange, ca
 	var ttft time.Duration
 	var outBytes int
 	done := false
+	var clientErr error // writing to the client failed: the client is gone, not the upstream
 	write := func(ev backends.Event) error {
 		if ev.Usage != nil {
 			usage = ev.Usage
@@ -240,9 +241,14 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, ex *exchange, ca
 			return nil // the client did not ask for usage
 		}
 		if _, err := w.Write(ev.Raw); err != nil {
+			clientErr = err
 			return err
 		}
-		return rc.Flush()
+		if err := rc.Flush(); err != nil {
+			clientErr = err
+			return err
+		}
+		return nil
 	}
 	var streamErr error
 	for _, ev := range pre {
@@ -263,7 +269,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, ex *exchange, ca
 		}
 	}
 	status := http.StatusOK
-	if streamErr != nil && r.Context().Err() == nil {
+	if streamErr != nil && clientErr == nil && r.Context().Err() == nil {
 		// After the first byte a failure can only be reported in-band: one error event,
 		// never a clean end that looks like success.
 		ae := backends.AsAPIError(cand.Backend, streamErr)
@@ -276,9 +282,11 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, ex *exchange, ca
 		_ = rc.Flush()
 		status = ae.Status
 		s.d.Log.Warn("stream failed after first byte", "request_id", ex.id, "backend", cand.Backend, "model", cand.Model, "err", streamErr)
-	} else if r.Context().Err() != nil {
+	} else if clientErr != nil || r.Context().Err() != nil {
 		status = 499
-		streamErr = r.Context().Err()
+		if streamErr = r.Context().Err(); streamErr == nil {
+			streamErr = fmt.Errorf("writing to the client: %w", clientErr)
+		}
 	}
 	if tracker != nil {
 		tracker.Finish(streamErr == nil)
