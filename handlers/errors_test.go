@@ -5,8 +5,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -398,5 +400,64 @@ func TestUsageRowsRecordTokens(t *testing.T) {
 				t.Errorf("usage row\n got %+v\nwant %+v", got, tc.want)
 			}
 		})
+	}
+}
+
+// failingWriter is a ResponseWriter whose connection breaks after the first write, while
+// the request context stays alive (the server has not noticed the client is gone yet).
+type failingWriter struct {
+	header http.Header
+	status int
+	body   bytes.Buffer
+	writes int
+}
+
+func (f *failingWriter) Header() http.Header { return f.header }
+func (f *failingWriter) WriteHeader(s int)   { f.status = s }
+func (f *failingWriter) Write(p []byte) (int, error) {
+	f.writes++
+	if f.writes > 1 {
+		return 0, errors.New("write tcp 127.0.0.1:8090: broken pipe")
+	}
+	return f.body.Write(p)
+}
+func (f *failingWriter) Flush() {}
+
+// TestClientWriteFailureIsAClientDisconnect: when writing to the client fails, the proxy
+// stops, cancels the upstream, records 499 (not an upstream failure) and does not log the
+// upstream as broken.
+func TestClientWriteFailureIsAClientDisconnect(t *testing.T) {
+	cancelled := make(chan struct{})
+	up := newFakeUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(200)
+		rc := http.NewResponseController(w)
+		for i := 0; ; i++ {
+			if _, err := io.WriteString(w, `data: {"choices":[{"index":0,"delta":{"content":"x"},"finish_reason":null}]}`+"\n\n"); err != nil {
+				break
+			}
+			_ = rc.Flush()
+			if i == 3 {
+				<-r.Context().Done()
+				break
+			}
+		}
+		close(cancelled)
+	})
+	p := newTestProxy(t, up, proxyOptions{})
+	req := httptest.NewRequestWithContext(context.Background(), http.MethodPost, "/v1/chat/completions",
+		strings.NewReader(`{"model":"auto","messages":[{"role":"user","content":"hi"}],"stream":true}`))
+	fw := &failingWriter{header: http.Header{}}
+	p.Handler.ServeHTTP(fw, req)
+	waitFor(t, cancelled, "the upstream was not cancelled after the client write failed")
+	if fw.status != 200 || fw.writes != 2 {
+		t.Errorf("status %d after %d writes, want 200 and a stop after the failed write", fw.status, fw.writes)
+	}
+	rows := p.UsageRows(t)
+	if len(rows) != 1 || rows[0].StatusCode != 499 {
+		t.Errorf("usage rows %+v, want one with status 499", rows)
+	}
+	if strings.Contains(p.Log.String(), "stream failed after first byte") {
+		t.Errorf("a client write failure was logged as an upstream failure:\n%s", p.Log.String())
 	}
 }
