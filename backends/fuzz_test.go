@@ -1,0 +1,80 @@
+package backends_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"unicode/utf8"
+
+	"github.com/nanogpt-proxy/nanogpt-proxy/backends"
+)
+
+// FuzzParseChatRequest checks the request decoder on any input. Seeds: the committed
+// corpus in testdata/fuzz/FuzzParseChatRequest (agent fixtures and tricky inputs).
+// Invariants: it never panics; it accepts only valid JSON, and an object that
+// encoding/json accepts (with valid UTF-8) is never refused as unparseable; when it
+// accepts, UpstreamBody is valid JSON, drops the proxy's members and keeps every other
+// member byte for byte, also after a stage edits the system message.
+func FuzzParseChatRequest(f *testing.F) {
+	f.Add([]byte(`{"model":"auto","messages":[{"role":"user","content":"hi"}],"stream":true}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		r, err := backends.ParseChatRequest(body)
+		var re *backends.RequestError
+		if err != nil && !errors.As(err, &re) {
+			t.Fatalf("error is not a *RequestError: %T %v", err, err)
+		}
+		validObject := json.Valid(body) && utf8.Valid(body) && bytes.HasPrefix(bytes.TrimLeft(body, " \t\r\n"), []byte("{"))
+		parseErr := err != nil && strings.HasPrefix(re.Message, "We could not parse the JSON body")
+		if validObject && parseErr {
+			t.Fatalf("valid JSON object refused as unparseable: %v", err)
+		}
+		if err != nil {
+			return
+		}
+		if !json.Valid(body) {
+			t.Fatalf("accepted invalid JSON")
+		}
+		if r.Model == "" || len(r.Messages) == 0 {
+			t.Fatalf("accepted a request without model or messages")
+		}
+		for _, model := range []string{"m", `we"ird/<model>`} {
+			up := r.UpstreamBody(model)
+			if !json.Valid(up) {
+				t.Fatalf("UpstreamBody is not valid JSON: %.500q", up)
+			}
+			checkUnownedPreserved(t, body, up)
+			var got struct {
+				Model    string            `json:"model"`
+				Messages []json.RawMessage `json:"messages"`
+				Stream   *bool             `json:"stream"`
+				SO       struct {
+					IncludeUsage bool `json:"include_usage"`
+				} `json:"stream_options"`
+			}
+			if err := json.Unmarshal(up, &got); err != nil {
+				t.Fatalf("UpstreamBody: %v", err)
+			}
+			if got.Model != model || len(got.Messages) != len(r.Messages) {
+				t.Fatalf("UpstreamBody model %q messages %d, want %q %d", got.Model, len(got.Messages), model, len(r.Messages))
+			}
+			if r.Stream && !got.SO.IncludeUsage {
+				t.Fatalf("stream without include_usage upstream: %.300s", up)
+			}
+		}
+		// What the stages do to a request must keep it valid.
+		_ = r.Messages[0].Text(7)
+		c := r.Clone()
+		c.Messages[0].AppendText("guidance \"x\"\n")
+		c.Messages = append([]backends.Message{backends.NewMessage("system", "ctx")}, c.Messages...)
+		up := c.UpstreamBody("m")
+		if !json.Valid(up) {
+			t.Fatalf("edited UpstreamBody is not valid JSON: %.500q", up)
+		}
+		checkUnownedPreserved(t, body, up)
+		if orig := r.UpstreamBody("m"); !json.Valid(orig) {
+			t.Fatalf("editing a clone broke the original")
+		}
+	})
+}
