@@ -98,7 +98,7 @@ func ParseChatRequest(body []byte) (*ChatRequest, error) {
 			if f.Value[0] != '[' {
 				return nil, typeError("messages", "an array", f.Value)
 			}
-			elems, _ := SplitArray(f.Value) // already validated by SplitObject
+			elems := splitArrayTrusted(f.Value) // already validated by SplitObject
 			r.Messages = make([]Message, 0, len(elems))
 			for i, e := range elems {
 				m, err := parseMessage(e)
@@ -131,7 +131,7 @@ func parseMessage(raw json.RawMessage) (Message, *RequestError) {
 	if raw[0] != '{' {
 		return Message{}, &RequestError{Message: "expected an object"}
 	}
-	fields, _ := SplitObject(raw)
+	fields := splitObjectTrusted(raw) // already validated by SplitObject
 	m := Message{Raw: raw, fields: fields}
 	for _, f := range fields {
 		switch f.Key {
