@@ -179,20 +179,34 @@ func InspectChunk(ev *Event) {
 }
 
 // hasContent reports whether a chunk carries output: a tool call, reasoning, a refusal or
-// non-empty content text.
+// non-empty content text. White space around the colon is allowed (pretty-printed chunks).
 func hasContent(d []byte) bool {
-	if bytes.Contains(d, []byte(`"tool_calls"`)) || bytes.Contains(d, []byte(`"reasoning`)) ||
-		bytes.Contains(d, []byte(`"refusal":"`)) {
-		return true
-	}
-	const key = `"content":"`
+	return memberStarts(d, `"content"`, true) || memberStarts(d, `"tool_calls"`, false) ||
+		memberStarts(d, `"reasoning"`, true) || memberStarts(d, `"reasoning_content"`, true) ||
+		memberStarts(d, `"refusal"`, true)
+}
+
+// memberStarts reports whether some member named key (quoted) in d has a non-empty string
+// value (str) or an array value (!str); null, "" and [] do not count.
+func memberStarts(d []byte, key string, str bool) bool {
 	for rest := d; ; {
 		i := bytes.Index(rest, []byte(key))
 		if i < 0 {
 			return false
 		}
 		rest = rest[i+len(key):]
-		if len(rest) > 0 && rest[0] != '"' {
+		j := skipWS(rest, 0)
+		if j >= len(rest) || rest[j] != ':' {
+			continue
+		}
+		j = skipWS(rest, j+1)
+		if j+1 >= len(rest) {
+			return false
+		}
+		if str && rest[j] == '"' && rest[j+1] != '"' {
+			return true
+		}
+		if !str && rest[j] == '[' && rest[skipWS(rest, j+1)] != ']' {
 			return true
 		}
 	}
