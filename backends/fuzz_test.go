@@ -39,6 +39,27 @@ func FuzzParseChatRequest(f *testing.F) {
 		if r.Model == "" || len(r.Messages) == 0 {
 			t.Fatalf("accepted a request without model or messages")
 		}
+		// Each message is exactly the client's element, with role and content read right.
+		var doc struct {
+			Messages []json.RawMessage `json:"messages"`
+		}
+		if err := json.Unmarshal(body, &doc); err == nil && len(doc.Messages) == len(r.Messages) {
+			for i, m := range r.Messages {
+				var members map[string]json.RawMessage // exact member names, last one wins
+				_ = json.Unmarshal(doc.Messages[i], &members)
+				var want struct {
+					Role    string
+					Content json.RawMessage
+				}
+				_ = json.Unmarshal(members["role"], &want.Role)
+				if c := members["content"]; string(c) != "null" {
+					want.Content = c
+				}
+				if !bytes.Equal(m.Raw, doc.Messages[i]) || m.Role != want.Role || !bytes.Equal(m.Content, want.Content) {
+					t.Fatalf("message %d: raw %q role %q content %q; encoding/json: %q %q %q", i, m.Raw, m.Role, m.Content, doc.Messages[i], want.Role, want.Content)
+				}
+			}
+		}
 		for _, model := range []string{"m", `we"ird/<model>`} {
 			up := r.UpstreamBody(model)
 			if !json.Valid(up) {

@@ -136,3 +136,34 @@ func TestSSEReaderTransformKeepsFraming(t *testing.T) {
 		t.Errorf("(-want +got):\n%s", d)
 	}
 }
+
+// TestSSEReaderFindsOutput: Content marks chunks with output, also pretty-printed ones,
+// and not chunks whose output members are empty or null.
+func TestSSEReaderFindsOutput(t *testing.T) {
+	tests := []struct {
+		data string
+		want bool
+	}{
+		{`{"choices":[{"delta":{"content":"x"}}]}`, true},
+		{`{"choices":[{"delta":{"content" : "x"}}]}`, true},
+		{`{ "choices" : [ { "delta" : { "content" :	"x" } } ] }`, true},
+		{`{"choices":[{"delta":{"role":"assistant","content":""}}]}`, false},
+		{`{"choices":[{"delta":{"content":null,"tool_calls":null,"reasoning":null}}]}`, false},
+		{`{"choices":[{"delta":{"tool_calls":[]}}]}`, false},
+		{`{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":""}}]}}]}`, true},
+		{`{"choices":[{"delta":{"reasoning":"hm"}}]}`, true},
+		{`{"choices":[{"delta":{"reasoning_content":"hm"}}]}`, true},
+		{`{"choices":[{"delta":{"refusal":"no"}}]}`, true},
+		{`{"choices":[{"delta":{"content":"say \"content\":\"\""}}]}`, true},
+		{`{"choices":[],"usage":{"prompt_tokens":1}}`, false},
+	}
+	for _, tc := range tests {
+		got, err := readAll(strings.NewReader("data: "+tc.data+"\n\ndata: [DONE]\n\n"), nil)
+		if err != io.EOF || len(got) != 2 {
+			t.Fatalf("%s: %v", tc.data, err)
+		}
+		if got[0].Content != tc.want {
+			t.Errorf("Content(%s) = %v, want %v", tc.data, got[0].Content, tc.want)
+		}
+	}
+}
