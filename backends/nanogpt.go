@@ -160,7 +160,14 @@ func (n *NanoGPT) ChatCompletion(ctx context.Context, call *Call) (*Response, er
 	}
 	defer cancel(nil)
 	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, n.cfg.MaxResponseBody+1))
+	var rd io.Reader = resp.Body
+	if n.cfg.IdleTimeout > 0 {
+		// A JSON answer that stalls mid-body is bounded like a stream.
+		idle := time.AfterFunc(n.cfg.IdleTimeout, func() { cancel(ErrIdleTimeout) })
+		defer idle.Stop()
+		rd = &idleReader{r: resp.Body, reset: func() { idle.Reset(n.cfg.IdleTimeout) }}
+	}
+	b, err := io.ReadAll(io.LimitReader(rd, n.cfg.MaxResponseBody+1))
 	if err != nil {
 		if c := context.Cause(ctx); c != nil && !errors.Is(c, context.Canceled) {
 			err = c
@@ -190,6 +197,20 @@ func (n *NanoGPT) ChatCompletion(ctx context.Context, call *Call) (*Response, er
 	}
 	out.Model, out.Usage = meta.Model, meta.Usage
 	return out, nil
+}
+
+// idleReader calls reset after every read that returned data.
+type idleReader struct {
+	r     io.Reader
+	reset func()
+}
+
+func (ir *idleReader) Read(p []byte) (int, error) {
+	n, err := ir.r.Read(p)
+	if n > 0 {
+		ir.reset()
+	}
+	return n, err
 }
 
 type closingStream struct {
