@@ -186,6 +186,13 @@ func TestUpstreamUnreachableAndTimeouts(t *testing.T) {
 		{name: "closed-port", opts: func(o *proxyOptions) { o.BaseURL = closedURL(t) }, status: 502, inMsg: "unreachable"},
 		{name: "no-first-byte", handler: silent, opts: func(o *proxyOptions) { o.FirstByteTimeout = 50 * time.Millisecond }, status: 504, inMsg: "no response"},
 		{name: "no-key", opts: func(o *proxyOptions) { o.NoKey = true }, status: 503, inMsg: "NANOGPT_API_KEY"},
+		{name: "json-body-stalls", handler: func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(200)
+			_, _ = io.WriteString(w, `{"id":"chatcmpl-1","choices":[`)
+			_ = http.NewResponseController(w).Flush()
+			<-r.Context().Done()
+		}, opts: func(o *proxyOptions) { o.IdleTimeout = 100 * time.Millisecond }, status: 504, inMsg: "stalled"},
 	}
 	for _, tc := range tests {
 		for _, stream := range []bool{false, true} {
