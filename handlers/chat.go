@@ -39,7 +39,7 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	ex := &exchange{id: RequestID(ctx), start: s.d.Now()}
 
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes))
+	body, err := readBody(w, r, s.cfg.MaxBodyBytes)
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {

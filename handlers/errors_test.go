@@ -103,11 +103,26 @@ func TestBodyOverLimitGets413(t *testing.T) {
 	if !strings.Contains(e.Error.Message, "4 KiB") {
 		t.Errorf("message %q does not state the limit", e.Error.Message)
 	}
-	if n := len(up.Requests()); n != 1 {
-		t.Errorf("upstream got %d requests, want only the small one", n)
+	// The same without a Content-Length (chunked upload).
+	for _, tc := range []struct {
+		body   string
+		status int
+	}{{small, 200}, {big, 413}} {
+		req, _ := http.NewRequest(http.MethodPost, p.URL+"/v1/chat/completions", io.MultiReader(strings.NewReader(tc.body)))
+		resp, err := p.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if req.ContentLength != 0 || resp.StatusCode != tc.status {
+			t.Errorf("chunked body of %d bytes: status %d, want %d", len(tc.body), resp.StatusCode, tc.status)
+		}
 	}
-	if rows := p.UsageRows(t); len(rows) != 1 {
-		t.Errorf("want 1 usage row (the small request), got %d", len(rows))
+	if n := len(up.Requests()); n != 2 {
+		t.Errorf("upstream got %d requests, want only the two small ones", n)
+	}
+	if rows := p.UsageRows(t); len(rows) != 2 {
+		t.Errorf("want 2 usage rows (the small requests), got %d", len(rows))
 	}
 }
 
