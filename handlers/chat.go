@@ -113,6 +113,10 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) error {
 			tracker.Finish(true)
 		}
 		// 5. Usage tracker.
+		if resp.Usage == nil {
+			s.recordWith(ex, cand, estimateJSONUsage(ex.bodyLen, resp.Body), true, nil, 0, http.StatusOK)
+			return nil
+		}
 		s.record(ex, cand, resp.Usage, nil, 0)
 		return nil
 	}
