@@ -409,8 +409,9 @@ func TestUsageRowsRecordTokens(t *testing.T) {
 				t.Errorf("conversation_id %q, want a derived id", got.ConversationID)
 			}
 			if tc.estimated {
-				if got.TokensEstimated != 1 || got.PromptTokens < 100 || got.TotalTokens < got.PromptTokens {
-					t.Errorf("estimated row %+v: want tokens_estimated=1 and a prompt estimate for a 2 KB prompt", got)
+				if got.TokensEstimated != 1 || got.PromptTokens < 100 || got.CompletionTokens < 1 ||
+					got.TotalTokens != got.PromptTokens+got.CompletionTokens {
+					t.Errorf("estimated row %+v: want tokens_estimated=1, a prompt estimate for a 2 KB prompt and a completion estimate", got)
 				}
 				return
 			}
