@@ -579,3 +579,36 @@ func TestClientAuthorizationNeverReachesUpstream(t *testing.T) {
 		}
 	}
 }
+
+// TestUpstreamRateLimitHeadersReachClient: NanoGPT's rate-limit headers come back on a
+// success, JSON and stream alike; other upstream headers (cookies, server) do not.
+func TestUpstreamRateLimitHeadersReachClient(t *testing.T) {
+	hdr := map[string]string{"X-Ratelimit-Remaining-Requests": "999", "X-Ratelimit-Limit-Requests": "1000",
+		"Set-Cookie": "upstream=1", "X-Upstream-Secret": "s"}
+	up := newFakeUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		for k, v := range hdr {
+			w.Header().Set(k, v)
+		}
+		if isStreamRequest(r) {
+			replaySSE(fixture(t, "nanogpt/chat-stream-text.sse"))(w, r)
+			return
+		}
+		replayJSON(200, fixture(t, "nanogpt/chat-completion.json"), nil)(w, r)
+	})
+	p := newTestProxy(t, up, proxyOptions{})
+	for _, stream := range []string{"false", "true"} {
+		resp, b := p.post(t, []byte(`{"model":"auto","messages":[{"role":"user","content":"hi"}],"stream":`+stream+`}`), nil)
+		if resp.StatusCode != 200 {
+			t.Fatalf("status %d: %s", resp.StatusCode, b)
+		}
+		if resp.Header.Get("X-Ratelimit-Remaining-Requests") != "999" || resp.Header.Get("X-Ratelimit-Limit-Requests") != "1000" {
+			t.Errorf("stream=%s: rate-limit headers lost: %v", stream, resp.Header)
+		}
+		if resp.Header.Get("Set-Cookie") != "" || resp.Header.Get("X-Upstream-Secret") != "" {
+			t.Errorf("stream=%s: unlisted upstream headers reached the client: %v", stream, resp.Header)
+		}
+		if resp.Header.Get("X-Request-Id") == "" || resp.Header.Get("X-Proxy-Role") != "general" || resp.Header.Get("X-Proxy-Attempts") != "1" {
+			t.Errorf("stream=%s: proxy headers %v", stream, resp.Header)
+		}
+	}
+}
