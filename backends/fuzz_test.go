@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"io"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -96,6 +97,44 @@ func FuzzParseChatRequest(f *testing.F) {
 		checkUnownedPreserved(t, body, up)
 		if orig := r.UpstreamBody("m"); !json.Valid(orig) {
 			t.Fatalf("editing a clone broke the original")
+		}
+	})
+}
+
+// FuzzSSEReader: on any upstream bytes the reader never panics or loops, every event it
+// returns ends with a blank line and, unless it is a comment or [DONE], carries valid
+// JSON; the events are the input's bytes in order (apart from stray blank lines and a
+// missing final blank line).
+func FuzzSSEReader(f *testing.F) {
+	f.Add([]byte(string(readFixture(f, "nanogpt/chat-stream-tool-call.sse"))))
+	f.Add([]byte("data: {\"a\":1}\r\n\r\n: c\n\nid: 1\ndata: [1,\ndata: 2]\n\ndata: [DONE]"))
+	f.Add([]byte("\n\n\ndata:{}\n\nevent: x\n\ndata: nope\n\n"))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		sr := backends.NewSSEReader(io.NopCloser(bytes.NewReader(in)))
+		var all []byte
+		for n := 0; ; n++ {
+			if n > len(in)+1 {
+				t.Fatalf("more events than input bytes")
+			}
+			ev, err := sr.Next()
+			if err != nil {
+				break
+			}
+			body, ok := bytes.CutSuffix(ev.Raw, []byte("\n"))
+			last := body[bytes.LastIndexByte(body, '\n')+1:]
+			if !ok || !bytes.Contains(body, []byte("\n")) || len(bytes.Trim(last, "\r")) != 0 {
+				t.Fatalf("event does not end with a blank line: %q", ev.Raw)
+			}
+			if ev.Data != nil && !json.Valid(ev.Data) {
+				t.Fatalf("event data is not JSON: %q", ev.Data)
+			}
+			all = append(all, ev.Raw...)
+		}
+		strip := func(b []byte) []byte {
+			return bytes.ReplaceAll(bytes.ReplaceAll(b, []byte("\r"), nil), []byte("\n"), nil)
+		}
+		if got, want := strip(all), strip(in); !bytes.HasPrefix(want, got) {
+			t.Fatalf("events are not the input's bytes in order:\n got %q\nfrom %q", all, in)
 		}
 	})
 }
