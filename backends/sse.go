@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 )
 
 // SSEReader reads OpenAI-style server-sent events from an upstream body and returns each
@@ -29,13 +30,30 @@ type SSEReader struct {
 	Err func(error) error
 }
 
+// readers recycles the 32 KiB read buffers of finished streams. A buffer never escapes
+// its reader: events are copied out of it into SSEReader.buf.
+var readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 32<<10) }}
+
 // NewSSEReader reads events from body; Close closes body.
 func NewSSEReader(body io.ReadCloser) *SSEReader {
-	return &SSEReader{br: bufio.NewReaderSize(body, 32<<10), body: body}
+	br := readers.Get().(*bufio.Reader)
+	br.Reset(body)
+	return &SSEReader{br: br, body: body}
 }
 
-// Close closes the upstream body.
-func (s *SSEReader) Close() error { return s.body.Close() }
+// Close closes the upstream body; Next then reports an error. Close is safe to call more
+// than once, but not concurrently with Next.
+func (s *SSEReader) Close() error {
+	if s.br != nil {
+		s.br.Reset(nil)
+		readers.Put(s.br)
+		s.br = nil
+	}
+	return s.body.Close()
+}
+
+// errReaderClosed is returned by Next after Close.
+var errReaderClosed = errors.New("reading stream: reader closed")
 
 // readLine returns the next line including its terminator; the slice is valid until the
 // next call.
@@ -61,6 +79,9 @@ func (s *SSEReader) readLine() ([]byte, error) {
 func (s *SSEReader) Next() (Event, error) {
 	if s.done {
 		return Event{}, io.EOF
+	}
+	if s.br == nil {
+		return Event{}, errReaderClosed
 	}
 	s.buf = s.buf[:0]
 	type span struct{ from, to int }

@@ -167,3 +167,23 @@ func TestSSEReaderFindsOutput(t *testing.T) {
 		}
 	}
 }
+
+// TestSSEReaderAfterClose: Next after Close is an error (never a read from a recycled
+// buffer), Close twice is fine, and a new reader starts clean.
+func TestSSEReaderAfterClose(t *testing.T) {
+	in := "data: {\"a\":1}\n\ndata: {\"b\":2}\n\ndata: [DONE]\n\n"
+	sr := backends.NewSSEReader(io.NopCloser(strings.NewReader(in)))
+	if ev, err := sr.Next(); err != nil || string(ev.Raw) != "data: {\"a\":1}\n\n" {
+		t.Fatalf("first event %q %v", ev.Raw, err)
+	}
+	_ = sr.Close()
+	_ = sr.Close()
+	if _, err := sr.Next(); err == nil || errors.Is(err, io.EOF) {
+		t.Errorf("Next after Close = %v, want an error", err)
+	}
+	sr2 := backends.NewSSEReader(io.NopCloser(strings.NewReader("data: {\"c\":3}\n\n")))
+	defer sr2.Close()
+	if ev, err := sr2.Next(); err != nil || string(ev.Raw) != "data: {\"c\":3}\n\n" {
+		t.Errorf("new reader's first event %q %v", ev.Raw, err)
+	}
+}
