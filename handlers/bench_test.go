@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -81,8 +80,8 @@ func BenchmarkChatPipeline(b *testing.B) {
 		Backends: map[string]backends.Backend{"nanogpt": be}, Usage: w,
 	})
 	bodies := map[string][]byte{
-		"small/json":   []byte(`{"model":"auto","messages":[{"role":"user","content":"Say hi"}]}`),
-		"small/stream": []byte(`{"model":"auto","messages":[{"role":"user","content":"Say hi"}],"stream":true}`),
+		"small/json":    []byte(`{"model":"auto","messages":[{"role":"user","content":"Say hi"}]}`),
+		"small/stream":  []byte(`{"model":"auto","messages":[{"role":"user","content":"Say hi"}],"stream":true}`),
 		"roo60k/stream": padRoo(b),
 	}
 	for _, name := range []string{"small/json", "small/stream", "roo60k/stream"} {
@@ -97,5 +96,4 @@ func BenchmarkChatPipeline(b *testing.B) {
 			}
 		})
 	}
-	_ = fmt.Sprint()
 }
