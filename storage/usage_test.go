@@ -213,3 +213,23 @@ func TestUsageWriterCountsFailedRows(t *testing.T) {
 		t.Errorf("stats %+v, want 2 failed with the last error", s)
 	}
 }
+
+// TestOpenOddPaths: DB_PATH may contain spaces, '#', '?' or '%' (a home folder
+// "/Users/Jane Doe"); the database is created at exactly that path and in WAL mode.
+func TestOpenOddPaths(t *testing.T) {
+	for _, dir := range []string{"with space", "with#hash", "with?query=1", "pct%20x", "colon:x", "ünï"} {
+		t.Run(dir, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), dir, "usage.db")
+			db := openDB(t, path)
+			defer db.Close()
+			var mode string
+			if err := db.QueryRow(`PRAGMA journal_mode`).Scan(&mode); err != nil || mode != "wal" {
+				t.Errorf("journal_mode %q (%v), want wal", mode, err)
+			}
+			var file string
+			if err := db.QueryRow(`SELECT file FROM pragma_database_list WHERE name = 'main'`).Scan(&file); err != nil || file != path {
+				t.Errorf("database file %q (%v), want %q", file, err, path)
+			}
+		})
+	}
+}
