@@ -526,3 +526,33 @@ func skipStringTrusted(b []byte, i int) int {
 	}
 	return len(b)
 }
+
+// lookupTrusted returns the raw value of the first top-level member named key of the
+// validated object b, or nil, without allocating. Member names written with escapes are
+// not matched.
+func lookupTrusted(b []byte, key string) json.RawMessage {
+	i := skipWS(b, 0)
+	if i >= len(b) || b[i] != '{' {
+		return nil
+	}
+	i = skipWS(b, i+1)
+	for i < len(b) && b[i] == '"' {
+		end := skipStringTrusted(b, i)
+		k := b[i+1 : max(i+1, end-1)]
+		i = skipWS(b, end)
+		if i >= len(b) || b[i] != ':' {
+			return nil
+		}
+		i = skipWS(b, i+1)
+		vend := skipTrusted(b, i)
+		if string(k) == key {
+			return b[i:vend:vend]
+		}
+		i = skipWS(b, vend)
+		if i >= len(b) || b[i] != ',' {
+			return nil
+		}
+		i = skipWS(b, i+1)
+	}
+	return nil
+}

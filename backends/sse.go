@@ -182,18 +182,23 @@ func (s *SSEReader) Next() (Event, error) {
 	return ev, nil
 }
 
-// InspectChunk fills the Usage, UsageOnly and Content fields of ev from ev.Data.
-// It parses only when the payload mentions usage, so plain content deltas cost a scan.
+// InspectChunk fills the Usage, UsageOnly and Content fields of ev from ev.Data, which
+// must be valid JSON.
+// It parses only when the payload mentions usage, so plain content deltas cost a scan;
+// then only the usage member is decoded.
 func InspectChunk(ev *Event) {
 	d := ev.Data
 	if bytes.Contains(d, []byte(`"usage"`)) {
-		var c struct {
-			Choices []json.RawMessage `json:"choices"`
-			Usage   *Usage            `json:"usage"`
-		}
-		if json.Unmarshal(d, &c) == nil && c.Usage != nil {
-			ev.Usage = c.Usage
-			ev.UsageOnly = len(c.Choices) == 0
+		// Data is validated JSON (Next checks it before calling).
+		u, ch := lookupTrusted(d, "usage"), lookupTrusted(d, "choices")
+		var usage Usage
+		if len(u) > 0 && u[0] == '{' && json.Unmarshal(u, &usage) == nil {
+			switch {
+			case ch == nil || isNull(ch):
+				ev.Usage, ev.UsageOnly = &usage, true
+			case len(ch) >= 2 && ch[0] == '[':
+				ev.Usage, ev.UsageOnly = &usage, len(bytes.TrimSpace(ch[1:len(ch)-1])) == 0
+			}
 		}
 	}
 	ev.Content = hasContent(d)

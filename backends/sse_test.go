@@ -187,3 +187,31 @@ func TestSSEReaderAfterClose(t *testing.T) {
 		t.Errorf("new reader's first event %q %v", ev.Raw, err)
 	}
 }
+
+// TestInspectChunkUsage: usage is read from any chunk; a chunk without choices (absent,
+// null or []) is usage-only and is withheld from clients that did not ask.
+func TestInspectChunkUsage(t *testing.T) {
+	u := &backends.Usage{PromptTokens: 1, CompletionTokens: 2, TotalTokens: 3}
+	tests := []struct {
+		data      string
+		usage     *backends.Usage
+		usageOnly bool
+	}{
+		{`{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}`, u, true},
+		{`{"choices":[ ],"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3,"prompt_tokens_details":{"cached_tokens":1}}}`, u, true},
+		{`{"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}`, u, true},
+		{`{"choices":null,"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}`, u, true},
+		{`{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}`, u, false},
+		{`{"choices":[{"index":0,"delta":{"content":"the \"usage\": field"}}]}`, nil, false},
+		{`{"choices":[],"usage":null}`, nil, false},
+		{`{"choices":[],"usage":{"prompt_tokens":"many"}}`, nil, false},
+		{`{"choices":{},"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}`, nil, false},
+	}
+	for _, tc := range tests {
+		ev := backends.Event{Data: []byte(tc.data)}
+		backends.InspectChunk(&ev)
+		if !cmp.Equal(ev.Usage, tc.usage) || ev.UsageOnly != tc.usageOnly {
+			t.Errorf("InspectChunk(%s): usage %+v only %v, want %+v %v", tc.data, ev.Usage, ev.UsageOnly, tc.usage, tc.usageOnly)
+		}
+	}
+}
