@@ -218,7 +218,21 @@ type closingStream struct {
 	stop func()
 }
 
+// Bounds on reading the rest of a stream's body after [DONE].
+const (
+	drainTimeout = 200 * time.Millisecond
+	maxDrain     = 64 << 10
+)
+
 func (c *closingStream) Close() error {
+	// Closing a body that was not read to its end drops the connection, and NanoGPT
+	// usually ends the body just after data: [DONE]: read that end (bounded) so the
+	// next request reuses the connection instead of paying a new TLS handshake.
+	if c.SSEReader.done {
+		t := time.AfterFunc(drainTimeout, c.stop)
+		c.SSEReader.drain(maxDrain)
+		t.Stop()
+	}
 	c.stop()
 	return c.SSEReader.Close()
 }

@@ -52,6 +52,14 @@ func (s *SSEReader) Close() error {
 	return s.body.Close()
 }
 
+// drain discards what is left of the body after [DONE] (normally only the end of the
+// chunked encoding), at most max bytes, so that the HTTP connection can be reused.
+func (s *SSEReader) drain(max int64) {
+	if s.done && s.br != nil {
+		_, _ = io.CopyN(io.Discard, s.br, max)
+	}
+}
+
 // errReaderClosed is returned by Next after Close.
 var errReaderClosed = errors.New("reading stream: reader closed")
 
