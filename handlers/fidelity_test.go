@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -610,5 +611,91 @@ func TestUpstreamRateLimitHeadersReachClient(t *testing.T) {
 		if resp.Header.Get("X-Request-Id") == "" || resp.Header.Get("X-Proxy-Role") != "general" || resp.Header.Get("X-Proxy-Attempts") != "1" {
 			t.Errorf("stream=%s: proxy headers %v", stream, resp.Header)
 		}
+	}
+}
+
+// TestUpstreamConnectionsAreReused: consecutive requests, streamed or not, go over one
+// kept-alive upstream connection (a new TLS connection per request would cost NanoGPT
+// users a handshake each time).
+func TestUpstreamConnectionsAreReused(t *testing.T) {
+	var mu sync.Mutex
+	addrs := map[string]int{}
+	sse, plain := fixture(t, "nanogpt/chat-stream-tool-call.sse"), fixture(t, "nanogpt/chat-completion.json")
+	up := newFakeUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		addrs[r.RemoteAddr]++
+		mu.Unlock()
+		if isStreamRequest(r) {
+			replaySSE(sse)(w, r)
+			return
+		}
+		replayJSON(200, plain, nil)(w, r)
+	})
+	p := newTestProxy(t, up, proxyOptions{})
+	for i, stream := range []string{"true", "true", "false", "true", "false"} {
+		resp, b := p.post(t, []byte(`{"model":"auto","messages":[{"role":"user","content":"hi"}],"stream":`+stream+`}`), nil)
+		if resp.StatusCode != 200 {
+			t.Fatalf("request %d: status %d: %s", i, resp.StatusCode, b)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(addrs) != 1 {
+		t.Errorf("5 sequential requests used %d upstream connections, want 1: %v", len(addrs), addrs)
+	}
+}
+
+// TestStreamConnectionReusedWhenBodyEndsAfterDone: NanoGPT ends the HTTP body (the last
+// chunk of the chunked encoding) after it has flushed data: [DONE]; the proxy must still
+// hand the connection back for reuse instead of dropping it.
+func TestStreamConnectionReusedWhenBodyEndsAfterDone(t *testing.T) {
+	release := make(chan struct{})
+	var mu sync.Mutex
+	addrs := map[string]int{}
+	sse := fixture(t, "nanogpt/chat-stream-text.sse")
+	up := newFakeUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		addrs[r.RemoteAddr]++
+		n := len(addrs)
+		mu.Unlock()
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(200)
+		_, _ = w.Write(sse)
+		_ = http.NewResponseController(w).Flush()
+		if n == 1 {
+			select { // end the body only once the client has seen [DONE]
+			case <-release:
+			case <-r.Context().Done():
+			}
+		}
+	})
+	p := newTestProxy(t, up, proxyOptions{})
+	body := []byte(`{"model":"auto","messages":[{"role":"user","content":"hi"}],"stream":true}`)
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	resp, err := p.do(ctx, body, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(resp.Body)
+	for {
+		ev, err := readEvent(br)
+		if err != nil {
+			t.Fatalf("stream ended before [DONE]: %v", err)
+		}
+		if strings.HasPrefix(string(ev), "data: [DONE]") {
+			break
+		}
+	}
+	close(release)
+	_, _ = io.Copy(io.Discard, br)
+	resp.Body.Close()
+	if r2, b := p.post(t, body, nil); r2.StatusCode != 200 {
+		t.Fatalf("second request: %d %s", r2.StatusCode, b)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(addrs) != 1 {
+		t.Errorf("the second request opened a new upstream connection: %v", addrs)
 	}
 }
