@@ -167,7 +167,8 @@ func (s *SSEReader) Next() (Event, error) {
 		return ev, nil
 	}
 	if !ValidJSON(data) {
-		return Event{}, fmt.Errorf("reading stream: malformed chunk: %.200q", data)
+		// The payload itself is left out: it is model output and ends up in logs.
+		return Event{}, fmt.Errorf("reading stream: malformed chunk: %d bytes that are not JSON", len(data))
 	}
 	if s.Transform != nil {
 		if nd := s.Transform(data); nd != nil {
