@@ -327,6 +327,9 @@ func (p *testProxy) UsageRows(t testing.TB) []usageRow {
 			&r.StatusCode, &r.PromptTokens, &r.CompletionTokens, &r.TotalTokens, &r.TokensEstimated, &r.Error); err != nil {
 			t.Fatalf("scanning usage: %v", err)
 		}
+		if strings.Contains(fmt.Sprint(r), proxyKey) || strings.Contains(fmt.Sprint(r), "client-secret-must-not-leak") {
+			t.Errorf("a secret reached the usage table: %+v", r)
+		}
 		out = append(out, r)
 	}
 	if err := rows.Err(); err != nil {
