@@ -78,13 +78,22 @@ func ParseChatRequest(body []byte) (*ChatRequest, error) {
 			if isNull(f.Value) {
 				continue
 			}
-			var so struct {
-				IncludeUsage *bool `json:"include_usage"`
-			}
-			if f.Value[0] != '{' || json.Unmarshal(f.Value, &so) != nil {
+			if f.Value[0] != '{' {
 				return nil, typeError("stream_options", "an object", f.Value)
 			}
-			r.IncludeUsage = so.IncludeUsage != nil && *so.IncludeUsage
+			// Exact member names, last one wins: what a JSON upstream will read.
+			r.IncludeUsage = false
+			for _, sf := range splitObjectTrusted(f.Value) {
+				if sf.Key != "include_usage" {
+					continue
+				}
+				switch string(sf.Value) {
+				case "true", "false", "null":
+					r.IncludeUsage = string(sf.Value) == "true"
+				default:
+					return nil, typeError("stream_options.include_usage", "a boolean", sf.Value)
+				}
+			}
 		case "role":
 			if err := decodeString(f.Value, &r.Role); err != nil {
 				return nil, typeError("role", "a string", f.Value)
@@ -465,7 +474,16 @@ func withIncludeUsage(v json.RawMessage) json.RawMessage {
 	if err != nil {
 		return json.RawMessage(`{"include_usage":true}`)
 	}
-	return JoinObject(SetField(fs, "include_usage", json.RawMessage("true")))
+	found := false
+	for i := range fs { // every occurrence: with duplicates, upstreams read the last
+		if fs[i].Key == "include_usage" {
+			fs[i].Value, found = json.RawMessage("true"), true
+		}
+	}
+	if !found {
+		fs = append(fs, Field{Key: "include_usage", Value: json.RawMessage("true")})
+	}
+	return JoinObject(fs)
 }
 
 // quote encodes s as a JSON string without HTML escaping.
