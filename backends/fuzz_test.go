@@ -67,21 +67,24 @@ func FuzzParseChatRequest(f *testing.F) {
 				t.Fatalf("UpstreamBody is not valid JSON: %.500q", up)
 			}
 			checkUnownedPreserved(t, body, up)
-			var got struct {
-				Model    string            `json:"model"`
-				Messages []json.RawMessage `json:"messages"`
-				Stream   *bool             `json:"stream"`
-				SO       struct {
-					IncludeUsage bool `json:"include_usage"`
-				} `json:"stream_options"`
-			}
-			if err := json.Unmarshal(up, &got); err != nil {
+			// Decode by exact member names (encoding/json's struct matching ignores case).
+			var members map[string]json.RawMessage
+			if err := json.Unmarshal(up, &members); err != nil {
 				t.Fatalf("UpstreamBody: %v", err)
 			}
+			var got struct {
+				Model    string
+				Messages []json.RawMessage
+				SO       map[string]json.RawMessage
+			}
+			if json.Unmarshal(members["model"], &got.Model) != nil || json.Unmarshal(members["messages"], &got.Messages) != nil {
+				t.Fatalf("UpstreamBody model/messages: %.300s", up)
+			}
+			_ = json.Unmarshal(members["stream_options"], &got.SO)
 			if got.Model != model || len(got.Messages) != len(r.Messages) {
 				t.Fatalf("UpstreamBody model %q messages %d, want %q %d", got.Model, len(got.Messages), model, len(r.Messages))
 			}
-			if r.Stream && !got.SO.IncludeUsage {
+			if r.Stream && string(got.SO["include_usage"]) != "true" {
 				t.Fatalf("stream without include_usage upstream: %.300s", up)
 			}
 		}

@@ -54,6 +54,10 @@ func TestUpstreamBody(t *testing.T) {
 			`{"model":"m1","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}`},
 		{"stream false keeps options as sent", `{"model":"auto","stream":false,"stream_options":{"include_usage":false},"messages":[{"role":"user","content":"hi"}]}`,
 			`{"model":"m1","stream":false,"stream_options":{"include_usage":false},"messages":[{"role":"user","content":"hi"}]}`},
+		{"include_usage in another case is not include_usage", `{"model":"auto","stream":true,"stream_options":{"Include_Usage":true},"messages":[{"role":"user","content":"hi"}]}`,
+			`{"model":"m1","stream":true,"stream_options":{"Include_Usage":true,"include_usage":true},"messages":[{"role":"user","content":"hi"}]}`},
+		{"duplicate include_usage all forced", `{"model":"auto","stream":true,"stream_options":{"include_usage":true,"include_usage":false},"messages":[{"role":"user","content":"hi"}]}`,
+			`{"model":"m1","stream":true,"stream_options":{"include_usage":true,"include_usage":true},"messages":[{"role":"user","content":"hi"}]}`},
 		{"escaped member names", `{"mod\u0065l":"auto","messages":[{"role":"user","content":"hi"}],"we\"ird":1,"é":2}`,
 			`{"model":"m1","messages":[{"role":"user","content":"hi"}],"we\"ird":1,"é":2}`},
 	}

@@ -38,6 +38,7 @@ func TestBadRequestsGet400AndStoreNothing(t *testing.T) {
 		{name: "messages-object", body: `{"model":"auto","messages":{"role":"user"}}`, status: 400, wantParam: "messages", wantInMsg: "an array"},
 		{name: "stream-string", body: `{"model":"auto","messages":[{"role":"user","content":"x"}],"stream":"true"}`, status: 400, wantParam: "stream", wantInMsg: "a boolean"},
 		{name: "stream-options-array", body: `{"model":"auto","messages":[{"role":"user","content":"x"}],"stream":true,"stream_options":[]}`, status: 400, wantParam: "stream_options"},
+		{name: "include-usage-string", body: `{"model":"auto","messages":[{"role":"user","content":"x"}],"stream":true,"stream_options":{"include_usage":"yes"}}`, status: 400, wantParam: "stream_options.include_usage"},
 		{name: "message-role-missing", body: `{"model":"auto","messages":[{"role":"user","content":"x"},{"content":"y"}]}`, status: 400, wantParam: "messages.[1].role"},
 		{name: "message-role-unknown", body: `{"model":"auto","messages":[{"role":"robot","content":"y"}]}`, status: 400, wantParam: "messages.[0].role"},
 		{name: "message-not-object", body: `{"model":"auto","messages":["hi"]}`, status: 400, wantParam: "messages.[0]"},
