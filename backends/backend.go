@@ -157,8 +157,12 @@ func AsAPIError(backend string, err error) *APIError {
 		return ae
 	}
 	if errors.Is(err, ErrFirstByteTimeout) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, ErrIdleTimeout) {
+		why := ErrFirstByteTimeout
+		if errors.Is(err, ErrIdleTimeout) {
+			why = ErrIdleTimeout
+		}
 		return &APIError{Status: http.StatusGatewayTimeout, Type: "timeout_error", Code: "upstream_timeout",
-			Message: fmt.Sprintf("%s: %v", backend, ErrFirstByteTimeout), Backend: backend, Err: err}
+			Message: fmt.Sprintf("%s: %v", backend, why), Backend: backend, Err: err}
 	}
 	return &APIError{Status: http.StatusBadGateway, Type: "upstream_error", Code: "upstream_unreachable",
 		Message: fmt.Sprintf("%s is unreachable", backend), Backend: backend, Err: err}

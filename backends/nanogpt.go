@@ -160,7 +160,14 @@ func (n *NanoGPT) ChatCompletion(ctx context.Context, call *Call) (*Response, er
 	}
 	defer cancel(nil)
 	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, n.cfg.MaxResponseBody+1))
+	var rd io.Reader = resp.Body
+	if n.cfg.IdleTimeout > 0 {
+		// A JSON answer that stalls mid-body is bounded like a stream.
+		idle := time.AfterFunc(n.cfg.IdleTimeout, func() { cancel(ErrIdleTimeout) })
+		defer idle.Stop()
+		rd = &idleReader{r: resp.Body, reset: func() { idle.Reset(n.cfg.IdleTimeout) }}
+	}
+	b, err := io.ReadAll(io.LimitReader(rd, n.cfg.MaxResponseBody+1))
 	if err != nil {
 		if c := context.Cause(ctx); c != nil && !errors.Is(c, context.Canceled) {
 			err = c
@@ -192,12 +199,40 @@ func (n *NanoGPT) ChatCompletion(ctx context.Context, call *Call) (*Response, er
 	return out, nil
 }
 
+// idleReader calls reset after every read that returned data.
+type idleReader struct {
+	r     io.Reader
+	reset func()
+}
+
+func (ir *idleReader) Read(p []byte) (int, error) {
+	n, err := ir.r.Read(p)
+	if n > 0 {
+		ir.reset()
+	}
+	return n, err
+}
+
 type closingStream struct {
 	*SSEReader
 	stop func()
 }
 
+// Bounds on reading the rest of a stream's body after [DONE].
+const (
+	drainTimeout = 200 * time.Millisecond
+	maxDrain     = 64 << 10
+)
+
 func (c *closingStream) Close() error {
+	// Closing a body that was not read to its end drops the connection, and NanoGPT
+	// usually ends the body just after data: [DONE]: read that end (bounded) so the
+	// next request reuses the connection instead of paying a new TLS handshake.
+	if c.SSEReader.done {
+		t := time.AfterFunc(drainTimeout, c.stop)
+		c.SSEReader.drain(maxDrain)
+		t.Stop()
+	}
 	c.stop()
 	return c.SSEReader.Close()
 }

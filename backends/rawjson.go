@@ -2,6 +2,7 @@ package backends
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -338,6 +339,16 @@ func skipString(b []byte, i int) (int, error) {
 	start := i
 	i++
 	for i < len(b) {
+		// Fast path: skip 8 plain ASCII bytes at a time, then one at a time.
+		for i+8 <= len(b) && !wordNeedsCare(binary.LittleEndian.Uint64(b[i:])) {
+			i += 8
+		}
+		for i < len(b) && plainStringByte[b[i]] {
+			i++
+		}
+		if i >= len(b) {
+			break
+		}
 		c := b[i]
 		switch {
 		case c == '"':
@@ -372,6 +383,24 @@ func skipString(b []byte, i int) (int, error) {
 	return 0, fmt.Errorf("%w: unterminated string at offset %d", errSyntax, start)
 }
 
+// plainStringByte marks the bytes that stand for themselves inside a JSON string:
+// printable ASCII other than '"' and '\\'.
+var plainStringByte = func() (t [256]bool) {
+	for c := 0x20; c < utf8.RuneSelf; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
+
+// wordNeedsCare reports whether any of the 8 bytes in w is not a plain string byte: a
+// control character, '"', '\\' or a non-ASCII byte (the classic SWAR byte tests).
+func wordNeedsCare(w uint64) bool {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	hasZero := func(v uint64) uint64 { return (v - ones) & ^v & highs }
+	ctl := (w - ones*0x20) & ^w & highs
+	return (ctl | hasZero(w^(ones*'"')) | hasZero(w^(ones*'\\')) | w&highs) != 0
+}
+
 func isHex4(b []byte) bool {
 	for _, c := range b {
 		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F') {
@@ -379,4 +408,151 @@ func isHex4(b []byte) bool {
 		}
 	}
 	return true
+}
+
+// The trusted scanners below walk JSON that SplitObject or SplitArray has already
+// validated, so a request's messages are not validated three times over. They skip
+// strings with bytes.IndexByte and never report errors; on invalid input they return
+// nonsense but never panic.
+
+// splitObjectTrusted is SplitObject for validated input.
+func splitObjectTrusted(b []byte) []Field {
+	fields := make([]Field, 0, 4)
+	i := skipWS(b, 0)
+	if i >= len(b) || b[i] != '{' {
+		return fields
+	}
+	i = skipWS(b, i+1)
+	for i < len(b) && b[i] == '"' {
+		end := skipStringTrusted(b, i)
+		key, err := decodeKey(b[i:end])
+		if err != nil {
+			return fields
+		}
+		i = skipWS(b, end)
+		if i >= len(b) || b[i] != ':' {
+			return fields
+		}
+		i = skipWS(b, i+1)
+		vend := skipTrusted(b, i)
+		fields = append(fields, Field{Key: key, Value: b[i:vend:vend]})
+		i = skipWS(b, vend)
+		if i >= len(b) || b[i] != ',' {
+			return fields
+		}
+		i = skipWS(b, i+1)
+	}
+	return fields
+}
+
+// splitArrayTrusted is SplitArray for validated input.
+func splitArrayTrusted(b []byte) []json.RawMessage {
+	i := skipWS(b, 0)
+	if i >= len(b) || b[i] != '[' {
+		return nil
+	}
+	elems := make([]json.RawMessage, 0, 8)
+	i = skipWS(b, i+1)
+	for i < len(b) && b[i] != ']' {
+		end := skipTrusted(b, i)
+		if end <= i {
+			return elems
+		}
+		elems = append(elems, b[i:end:end])
+		i = skipWS(b, end)
+		if i >= len(b) || b[i] != ',' {
+			return elems
+		}
+		i = skipWS(b, i+1)
+	}
+	return elems
+}
+
+// skipTrusted returns the offset just past the valid JSON value at b[i].
+func skipTrusted(b []byte, i int) int {
+	if i >= len(b) {
+		return i
+	}
+	switch b[i] {
+	case '"':
+		return skipStringTrusted(b, i)
+	case '{', '[':
+		depth := 0
+		for i < len(b) {
+			switch b[i] {
+			case '"':
+				i = skipStringTrusted(b, i)
+				continue
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+				if depth == 0 {
+					return i + 1
+				}
+			}
+			i++
+		}
+		return i
+	default: // number or literal
+		for i < len(b) {
+			switch b[i] {
+			case ',', '}', ']', ' ', '\t', '\n', '\r':
+				return i
+			}
+			i++
+		}
+		return i
+	}
+}
+
+// skipStringTrusted returns the offset past the closing quote of the valid string at b[i].
+func skipStringTrusted(b []byte, i int) int {
+	j := i + 1
+	for j < len(b) {
+		k := bytes.IndexByte(b[j:], '"')
+		if k < 0 {
+			return len(b)
+		}
+		j += k
+		n := 0
+		for p := j - 1; p > i && b[p] == '\\'; p-- {
+			n++
+		}
+		if n%2 == 0 {
+			return j + 1
+		}
+		j++
+	}
+	return len(b)
+}
+
+// lookupTrusted returns the raw value of the first top-level member named key of the
+// validated object b, or nil, without allocating. Member names written with escapes are
+// not matched.
+func lookupTrusted(b []byte, key string) json.RawMessage {
+	i := skipWS(b, 0)
+	if i >= len(b) || b[i] != '{' {
+		return nil
+	}
+	i = skipWS(b, i+1)
+	for i < len(b) && b[i] == '"' {
+		end := skipStringTrusted(b, i)
+		k := b[i+1 : max(i+1, end-1)]
+		i = skipWS(b, end)
+		if i >= len(b) || b[i] != ':' {
+			return nil
+		}
+		i = skipWS(b, i+1)
+		vend := skipTrusted(b, i)
+		if string(k) == key {
+			return b[i:vend:vend]
+		}
+		i = skipWS(b, vend)
+		if i >= len(b) || b[i] != ',' {
+			return nil
+		}
+		i = skipWS(b, i+1)
+	}
+	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"unicode/utf8"
 )
 
 // ChatRequest is an OpenAI chat completion request kept as raw JSON. The proxy decodes
@@ -77,13 +78,22 @@ func ParseChatRequest(body []byte) (*ChatRequest, error) {
 			if isNull(f.Value) {
 				continue
 			}
-			var so struct {
-				IncludeUsage *bool `json:"include_usage"`
-			}
-			if f.Value[0] != '{' || json.Unmarshal(f.Value, &so) != nil {
+			if f.Value[0] != '{' {
 				return nil, typeError("stream_options", "an object", f.Value)
 			}
-			r.IncludeUsage = so.IncludeUsage != nil && *so.IncludeUsage
+			// Exact member names, last one wins: what a JSON upstream will read.
+			r.IncludeUsage = false
+			for _, sf := range splitObjectTrusted(f.Value) {
+				if sf.Key != "include_usage" {
+					continue
+				}
+				switch string(sf.Value) {
+				case "true", "false", "null":
+					r.IncludeUsage = string(sf.Value) == "true"
+				default:
+					return nil, typeError("stream_options.include_usage", "a boolean", sf.Value)
+				}
+			}
 		case "role":
 			if err := decodeString(f.Value, &r.Role); err != nil {
 				return nil, typeError("role", "a string", f.Value)
@@ -97,12 +107,16 @@ func ParseChatRequest(body []byte) (*ChatRequest, error) {
 			if f.Value[0] != '[' {
 				return nil, typeError("messages", "an array", f.Value)
 			}
-			elems, _ := SplitArray(f.Value) // already validated by SplitObject
+			elems := splitArrayTrusted(f.Value) // already validated by SplitObject
 			r.Messages = make([]Message, 0, len(elems))
 			for i, e := range elems {
 				m, err := parseMessage(e)
 				if err != nil {
-					err.Param = fmt.Sprintf("messages.[%d].%s", i, err.Param)
+					if err.Param == "" {
+						err.Param = fmt.Sprintf("messages.[%d]", i)
+					} else {
+						err.Param = fmt.Sprintf("messages.[%d].%s", i, err.Param)
+					}
 					err.Message = fmt.Sprintf("Invalid value for 'messages[%d]': %s", i, err.Message)
 					return nil, err
 				}
@@ -126,7 +140,7 @@ func parseMessage(raw json.RawMessage) (Message, *RequestError) {
 	if raw[0] != '{' {
 		return Message{}, &RequestError{Message: "expected an object"}
 	}
-	fields, _ := SplitObject(raw)
+	fields := splitObjectTrusted(raw) // already validated by SplitObject
 	m := Message{Raw: raw, fields: fields}
 	for _, f := range fields {
 		switch f.Key {
@@ -250,32 +264,41 @@ func stringPrefix(v json.RawMessage, limit int) string {
 	if len(v) < 2 || v[0] != '"' {
 		return ""
 	}
-	if limit > 0 && len(v) > limit+2 {
-		// Cut the raw text, then back off so we never split an escape sequence.
-		cut := limit + 1
+	var s string
+	decoded := false
+	// An escape is at most 6 raw bytes for at least 1 decoded byte, so 6*limit raw bytes
+	// always hold limit decoded bytes.
+	if limit > 0 && len(v) > 6*limit+2 {
+		cut := 6*limit + 1
+		// Back off so we never split an escape sequence or a UTF-8 sequence.
 		for k := cut - 1; k > cut-7 && k > 0; k-- {
 			if v[k] == '\\' {
 				cut = k
 				break
 			}
 		}
+		for cut > 1 && !utf8.RuneStart(v[cut]) {
+			cut--
+		}
 		buf := make([]byte, 0, cut+1)
 		buf = append(buf, v[:cut]...)
 		buf = append(buf, '"')
-		var s string
-		if json.Unmarshal(buf, &s) == nil {
-			return s
-		}
-		// An escape like \\ right before the cut: fall back to the whole string.
+		// An escape like \\ right before the cut fails here: fall back to the whole string.
+		decoded = json.Unmarshal(buf, &s) == nil
 	}
-	var s string
-	if bytes.IndexByte(v, '\\') < 0 {
-		s = string(v[1 : len(v)-1])
-	} else if json.Unmarshal(v, &s) != nil {
-		return ""
+	if !decoded {
+		if bytes.IndexByte(v, '\\') < 0 {
+			s = string(v[1 : len(v)-1])
+		} else if json.Unmarshal(v, &s) != nil {
+			return ""
+		}
 	}
 	if limit > 0 && len(s) > limit {
-		s = s[:limit]
+		i := limit
+		for i > 0 && !utf8.RuneStart(s[i]) {
+			i--
+		}
+		s = s[:i]
 	}
 	return s
 }
@@ -330,7 +353,8 @@ func (m *Message) setText(text string, prepend bool) {
 		content = quote(text)
 	}
 	m.Content = content
-	m.fields = SetField(m.fields, "content", content)
+	// Copy before writing: a Clone shares the fields' backing array with its original.
+	m.fields = SetField(append(make([]Field, 0, len(m.fields)+1), m.fields...), "content", content)
 	m.Raw = nil
 }
 
@@ -450,7 +474,16 @@ func withIncludeUsage(v json.RawMessage) json.RawMessage {
 	if err != nil {
 		return json.RawMessage(`{"include_usage":true}`)
 	}
-	return JoinObject(SetField(fs, "include_usage", json.RawMessage("true")))
+	found := false
+	for i := range fs { // every occurrence: with duplicates, upstreams read the last
+		if fs[i].Key == "include_usage" {
+			fs[i].Value, found = json.RawMessage("true"), true
+		}
+	}
+	if !found {
+		fs = append(fs, Field{Key: "include_usage", Value: json.RawMessage("true")})
+	}
+	return JoinObject(fs)
 }
 
 // quote encodes s as a JSON string without HTML escaping.

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 )
 
 // SSEReader reads OpenAI-style server-sent events from an upstream body and returns each
@@ -29,13 +30,38 @@ type SSEReader struct {
 	Err func(error) error
 }
 
+// readers recycles the 32 KiB read buffers of finished streams. A buffer never escapes
+// its reader: events are copied out of it into SSEReader.buf.
+var readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 32<<10) }}
+
 // NewSSEReader reads events from body; Close closes body.
 func NewSSEReader(body io.ReadCloser) *SSEReader {
-	return &SSEReader{br: bufio.NewReaderSize(body, 32<<10), body: body}
+	br := readers.Get().(*bufio.Reader)
+	br.Reset(body)
+	return &SSEReader{br: br, body: body}
 }
 
-// Close closes the upstream body.
-func (s *SSEReader) Close() error { return s.body.Close() }
+// Close closes the upstream body; Next then reports an error. Close is safe to call more
+// than once, but not concurrently with Next.
+func (s *SSEReader) Close() error {
+	if s.br != nil {
+		s.br.Reset(nil)
+		readers.Put(s.br)
+		s.br = nil
+	}
+	return s.body.Close()
+}
+
+// drain discards what is left of the body after [DONE] (normally only the end of the
+// chunked encoding), at most max bytes, so that the HTTP connection can be reused.
+func (s *SSEReader) drain(max int64) {
+	if s.done && s.br != nil {
+		_, _ = io.CopyN(io.Discard, s.br, max)
+	}
+}
+
+// errReaderClosed is returned by Next after Close.
+var errReaderClosed = errors.New("reading stream: reader closed")
 
 // readLine returns the next line including its terminator; the slice is valid until the
 // next call.
@@ -61,6 +87,9 @@ func (s *SSEReader) readLine() ([]byte, error) {
 func (s *SSEReader) Next() (Event, error) {
 	if s.done {
 		return Event{}, io.EOF
+	}
+	if s.br == nil {
+		return Event{}, errReaderClosed
 	}
 	s.buf = s.buf[:0]
 	type span struct{ from, to int }
@@ -138,12 +167,23 @@ func (s *SSEReader) Next() (Event, error) {
 		return ev, nil
 	}
 	if !ValidJSON(data) {
-		return Event{}, fmt.Errorf("reading stream: malformed chunk: %.200q", data)
+		// The payload itself is left out: it is model output and ends up in logs.
+		return Event{}, fmt.Errorf("reading stream: malformed chunk: %d bytes that are not JSON", len(data))
 	}
 	if s.Transform != nil {
 		if nd := s.Transform(data); nd != nil {
+			if len(spans) == 1 {
+				// Splice the new payload in place so every other byte of the event (its
+				// line endings, id:/event: lines) stays as the upstream sent it.
+				sp := spans[0]
+				raw := make([]byte, 0, len(s.buf)+len(nd)-(sp.to-sp.from))
+				raw = append(raw, s.buf[:sp.from]...)
+				raw = append(raw, nd...)
+				ev.Raw = append(raw, s.buf[sp.to:]...)
+			} else {
+				ev.Raw = append(append([]byte("data: "), nd...), "\n\n"...)
+			}
 			data = nd
-			ev.Raw = append(append([]byte("data: "), data...), "\n\n"...)
 		}
 	}
 	ev.Data = data
@@ -151,38 +191,57 @@ func (s *SSEReader) Next() (Event, error) {
 	return ev, nil
 }
 
-// InspectChunk fills the Usage, UsageOnly and Content fields of ev from ev.Data.
-// It parses only when the payload mentions usage, so plain content deltas cost a scan.
+// InspectChunk fills the Usage, UsageOnly and Content fields of ev from ev.Data, which
+// must be valid JSON.
+// It parses only when the payload mentions usage, so plain content deltas cost a scan;
+// then only the usage member is decoded.
 func InspectChunk(ev *Event) {
 	d := ev.Data
 	if bytes.Contains(d, []byte(`"usage"`)) {
-		var c struct {
-			Choices []json.RawMessage `json:"choices"`
-			Usage   *Usage            `json:"usage"`
-		}
-		if json.Unmarshal(d, &c) == nil && c.Usage != nil {
-			ev.Usage = c.Usage
-			ev.UsageOnly = len(c.Choices) == 0
+		// Data is validated JSON (Next checks it before calling).
+		u, ch := lookupTrusted(d, "usage"), lookupTrusted(d, "choices")
+		var usage Usage
+		if len(u) > 0 && u[0] == '{' && json.Unmarshal(u, &usage) == nil {
+			switch {
+			case ch == nil || isNull(ch):
+				ev.Usage, ev.UsageOnly = &usage, true
+			case len(ch) >= 2 && ch[0] == '[':
+				ev.Usage, ev.UsageOnly = &usage, len(bytes.TrimSpace(ch[1:len(ch)-1])) == 0
+			}
 		}
 	}
 	ev.Content = hasContent(d)
 }
 
 // hasContent reports whether a chunk carries output: a tool call, reasoning, a refusal or
-// non-empty content text.
+// non-empty content text. White space around the colon is allowed (pretty-printed chunks).
 func hasContent(d []byte) bool {
-	if bytes.Contains(d, []byte(`"tool_calls"`)) || bytes.Contains(d, []byte(`"reasoning`)) ||
-		bytes.Contains(d, []byte(`"refusal":"`)) {
-		return true
-	}
-	const key = `"content":"`
+	return memberStarts(d, `"content"`, true) || memberStarts(d, `"tool_calls"`, false) ||
+		memberStarts(d, `"reasoning"`, true) || memberStarts(d, `"reasoning_content"`, true) ||
+		memberStarts(d, `"refusal"`, true)
+}
+
+// memberStarts reports whether some member named key (quoted) in d has a non-empty string
+// value (str) or an array value (!str); null, "" and [] do not count.
+func memberStarts(d []byte, key string, str bool) bool {
 	for rest := d; ; {
 		i := bytes.Index(rest, []byte(key))
 		if i < 0 {
 			return false
 		}
 		rest = rest[i+len(key):]
-		if len(rest) > 0 && rest[0] != '"' {
+		j := skipWS(rest, 0)
+		if j >= len(rest) || rest[j] != ':' {
+			continue
+		}
+		j = skipWS(rest, j+1)
+		if j+1 >= len(rest) {
+			return false
+		}
+		if str && rest[j] == '"' && rest[j+1] != '"' {
+			return true
+		}
+		if !str && rest[j] == '[' && rest[skipWS(rest, j+1)] != ']' {
 			return true
 		}
 	}

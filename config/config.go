@@ -240,15 +240,14 @@ func Load(getenv func(string) string) (*Config, error) {
 			return nil, fmt.Errorf("CONFIG_PATH %s: %w", p, err)
 		}
 	}
-	if err := applyEnv(&cfg, getenv); err != nil {
-		return nil, err
-	}
+	envErr := applyEnv(&cfg, getenv)
 	if cfg.NanoGPT.SubscriptionURL == "" {
 		cfg.NanoGPT.SubscriptionURL = defaultSubscriptionURL(cfg.NanoGPT.BaseURL)
 	}
 	cfg.Storage.DBPath = expandHome(cfg.Storage.DBPath, getenv("HOME"))
 	cfg.MCP.expandEnv(getenv)
-	if err := cfg.Validate(); err != nil {
+	// Report every bad setting at once, unparseable ones included.
+	if err := errors.Join(envErr, cfg.Validate()); err != nil {
 		return nil, err
 	}
 	return &cfg, nil

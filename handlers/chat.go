@@ -39,7 +39,7 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	ex := &exchange{id: RequestID(ctx), start: s.d.Now()}
 
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes))
+	body, err := readBody(w, r, s.cfg.MaxBodyBytes)
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
@@ -117,6 +117,10 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) error {
 			tracker.Finish(true)
 		}
 		// 5. Usage tracker.
+		if resp.Usage == nil {
+			s.recordWith(ex, cand, estimateJSONUsage(ex.bodyLen, resp.Body), true, nil, 0, http.StatusOK)
+			return nil
+		}
 		s.record(ex, cand, resp.Usage, nil, 0)
 		return nil
 	}
@@ -235,6 +239,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, ex *exchange, ca
 	var ttft time.Duration
 	var outBytes int
 	done := false
+	var clientErr error // writing to the client failed: the client is gone, not the upstream
 	write := func(ev backends.Event) error {
 		if ev.Usage != nil {
 			usage = ev.Usage
@@ -255,9 +260,14 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, ex *exchange, ca
 			return nil // the client did not ask for usage
 		}
 		if _, err := w.Write(ev.Raw); err != nil {
+			clientErr = err
 			return err
 		}
-		return rc.Flush()
+		if err := rc.Flush(); err != nil {
+			clientErr = err
+			return err
+		}
+		return nil
 	}
 	var streamErr error
 	for _, ev := range pre {
@@ -278,24 +288,26 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, ex *exchange, ca
 		}
 	}
 	status := http.StatusOK
-	if streamErr != nil && r.Context().Err() == nil {
+	if streamErr != nil && clientErr == nil && r.Context().Err() == nil {
 		// After the first byte a failure can only be reported in-band: one error event,
 		// never a clean end that looks like success.
 		ae := backends.AsAPIError(cand.Backend, streamErr)
 		if ae.Status == http.StatusBadGateway && ae.Code == "upstream_unreachable" {
 			ae = &backends.APIError{Status: 502, Type: "upstream_error", Code: "stream_interrupted", Backend: cand.Backend,
-				Message: fmt.Sprintf("%s: the upstream stream broke off: %v", cand.Backend, errors.Unwrap(streamErr)), Err: streamErr}
+				Message: fmt.Sprintf("%s: the upstream stream broke off: %v", cand.Backend, streamErr), Err: streamErr}
 		}
 		b, _ := json.Marshal(ae)
 		_, _ = w.Write(append(append([]byte("data: "), b...), "\n\n"...))
 		_ = rc.Flush()
 		status = ae.Status
 		s.d.Log.Warn("stream failed after first byte", "request_id", ex.id, "backend", cand.Backend, "model", cand.Model, "err", streamErr)
-	} else if r.Context().Err() != nil && (!done || streamErr != nil) {
+	} else if clientErr != nil || (r.Context().Err() != nil && !done) {
 		// The client left before it had the whole stream; one that hangs up right after
 		// [DONE] got everything and is a success.
 		status = 499
-		streamErr = r.Context().Err()
+		if streamErr = r.Context().Err(); streamErr == nil {
+			streamErr = fmt.Errorf("writing to the client: %w", clientErr)
+		}
 	}
 	if tracker != nil {
 		tracker.Finish(streamErr == nil)

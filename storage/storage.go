@@ -7,6 +7,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"time"
@@ -28,7 +29,9 @@ func Open(ctx context.Context, path string) (*DB, error) {
 			return nil, fmt.Errorf("storage: creating %s: %w", dir, err)
 		}
 	}
-	dsn := "file:" + path + "?_journal_mode=WAL&_busy_timeout=5000&_synchronous=NORMAL&_foreign_keys=on&_txlock=immediate"
+	// The path is percent-encoded: in a file: URI a '?', '#' or '%' in it would
+	// otherwise cut the path short or drop the parameters (WAL, busy timeout).
+	dsn := "file:" + (&url.URL{Path: path}).EscapedPath() + "?_journal_mode=WAL&_busy_timeout=5000&_synchronous=NORMAL&_foreign_keys=on&_txlock=immediate"
 	sqldb, err := sql.Open("sqlite3", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("storage: opening %s: %w", path, err)

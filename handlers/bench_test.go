@@ -1,0 +1,99 @@
+package handlers_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/nanogpt-proxy/nanogpt-proxy/backends"
+	"github.com/nanogpt-proxy/nanogpt-proxy/data"
+	"github.com/nanogpt-proxy/nanogpt-proxy/handlers"
+	"github.com/nanogpt-proxy/nanogpt-proxy/routing"
+	"github.com/nanogpt-proxy/nanogpt-proxy/storage"
+)
+
+// cannedBackend answers every call in memory: the proxy's own CPU cost per request,
+// without the network.
+type cannedBackend struct {
+	sse, json []byte
+}
+
+func (c *cannedBackend) Name() string { return "nanogpt" }
+
+func (c *cannedBackend) ChatCompletion(ctx context.Context, call *backends.Call) (*backends.Response, error) {
+	_ = call.Request.UpstreamBody(call.Model) // what a real backend would send
+	if call.Request.Stream {
+		return &backends.Response{Stream: backends.NewSSEReader(io.NopCloser(bytes.NewReader(c.sse)))}, nil
+	}
+	return &backends.Response{Body: c.json, Usage: &backends.Usage{PromptTokens: 1, CompletionTokens: 1, TotalTokens: 2}}, nil
+}
+
+// discardWriter is a ResponseWriter that keeps nothing.
+type discardWriter struct{ h http.Header }
+
+func (d *discardWriter) Header() http.Header         { return d.h }
+func (d *discardWriter) Write(p []byte) (int, error) { return len(p), nil }
+func (d *discardWriter) WriteHeader(int)             {}
+func (d *discardWriter) Flush()                      {}
+
+// padRoo pads a Roo Code request to about 60 KB (system prompt and tools), like
+// backends' rooSizedBody.
+func padRoo(tb testing.TB) []byte {
+	var req map[string]json.RawMessage
+	_ = json.Unmarshal(fixture(tb, "clients/roo-code-code-first-turn.json"), &req)
+	var msgs []map[string]any
+	_ = json.Unmarshal(req["messages"], &msgs)
+	msgs[0]["content"] = msgs[0]["content"].(string) + strings.Repeat("\n\n- Use the provider-native tool-calling mechanism.", 600)
+	req["messages"], _ = json.Marshal(msgs)
+	var tools []any
+	_ = json.Unmarshal(req["tools"], &tools)
+	for len(tools) < 60 {
+		tools = append(tools, tools[len(tools)%6])
+	}
+	req["tools"], _ = json.Marshal(tools)
+	b, _ := json.Marshal(req)
+	return b
+}
+
+// BenchmarkChatPipeline is one chat request through handlers.New with the real stages
+// and usage writer, an in-memory backend and writer: ns/op is the proxy's own cost.
+func BenchmarkChatPipeline(b *testing.B) {
+	db, err := storage.Open(context.Background(), b.TempDir()+"/u.db")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	log := slog.New(slog.DiscardHandler)
+	w := storage.NewUsageWriter(db, log, 1<<16, 50e6)
+	defer w.Close(context.Background())
+	be := &cannedBackend{sse: fixture(b, "nanogpt/chat-stream-tool-call.sse"), json: fixture(b, "nanogpt/chat-completion.json")}
+	router, _ := routing.New(routing.Config{Default: data.DefaultRouting}, log)
+	prompt, ctxMgr := realStages(b, db, log)
+	defer ctxMgr.Close(context.Background())
+	h := handlers.New(handlers.Config{MaxBodyBytes: 32 << 20, DefaultProfile: "personal"}, handlers.Deps{
+		Log: log, Prompt: prompt, Router: router, Context: ctxMgr,
+		Backends: map[string]backends.Backend{"nanogpt": be}, Usage: w,
+	})
+	bodies := map[string][]byte{
+		"small/json":    []byte(`{"model":"auto","messages":[{"role":"user","content":"Say hi"}]}`),
+		"small/stream":  []byte(`{"model":"auto","messages":[{"role":"user","content":"Say hi"}],"stream":true}`),
+		"roo60k/stream": padRoo(b),
+	}
+	for _, name := range []string{"small/json", "small/stream", "roo60k/stream"} {
+		body := bodies[name]
+		b.Run(name, func(b *testing.B) {
+			b.SetBytes(int64(len(body)))
+			b.ReportAllocs()
+			for b.Loop() {
+				r, _ := http.NewRequest(http.MethodPost, "/v1/chat/completions", bytes.NewReader(body))
+				dw := &discardWriter{h: http.Header{}}
+				h.ServeHTTP(dw, r)
+			}
+		})
+	}
+}
