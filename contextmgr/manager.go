@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"strings"
 	"sync"
@@ -669,11 +670,27 @@ func ConversationID(req *backends.ChatRequest, header string) string {
 			if m.Role == want || (want == "system" && m.Role == "developer") {
 				h.Write([]byte(m.Role))
 				h.Write([]byte{0})
-				h.Write(m.Content)
+				writeBounded(h, m.Content)
 				h.Write([]byte{0})
 				break
 			}
 		}
 	}
 	return "h-" + hex.EncodeToString(h.Sum(nil)[:12])
+}
+
+// hashEdge is how much of each end of a long message the conversation key reads.
+const hashEdge = 8 << 10
+
+// writeBounded hashes b, or for a long b its length and both ends: an agent's 60 KB system
+// prompt costs a few microseconds instead of a full pass, and two prompts that differ only
+// in the middle while sharing length and both ends are not a realistic collision.
+func writeBounded(h io.Writer, b []byte) {
+	if len(b) <= 2*hashEdge {
+		h.Write(b)
+		return
+	}
+	h.Write(b[:hashEdge])
+	h.Write(b[len(b)-hashEdge:])
+	fmt.Fprintf(h, "/%d", len(b))
 }
