@@ -424,7 +424,7 @@ func splitObjectTrusted(b []byte) []Field {
 	}
 	i = skipWS(b, i+1)
 	for i < len(b) && b[i] == '"' {
-		end := skipStringTrusted(b, i)
+		end := StringEnd(b, i)
 		key, err := decodeKey(b[i:end])
 		if err != nil {
 			return fields
@@ -475,13 +475,13 @@ func skipTrusted(b []byte, i int) int {
 	}
 	switch b[i] {
 	case '"':
-		return skipStringTrusted(b, i)
+		return StringEnd(b, i)
 	case '{', '[':
 		depth := 0
 		for i < len(b) {
 			switch b[i] {
 			case '"':
-				i = skipStringTrusted(b, i)
+				i = StringEnd(b, i)
 				continue
 			case '{', '[':
 				depth++
@@ -507,7 +507,7 @@ func skipTrusted(b []byte, i int) int {
 }
 
 // skipStringTrusted returns the offset past the closing quote of the valid string at b[i].
-func skipStringTrusted(b []byte, i int) int {
+func StringEnd(b []byte, i int) int {
 	j := i + 1
 	for j < len(b) {
 		k := bytes.IndexByte(b[j:], '"')
@@ -537,7 +537,7 @@ func lookupTrusted(b []byte, key string) json.RawMessage {
 	}
 	i = skipWS(b, i+1)
 	for i < len(b) && b[i] == '"' {
-		end := skipStringTrusted(b, i)
+		end := StringEnd(b, i)
 		k := b[i+1 : max(i+1, end-1)]
 		i = skipWS(b, end)
 		if i >= len(b) || b[i] != ':' {

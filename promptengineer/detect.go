@@ -133,7 +133,7 @@ func splitParts(b []byte) [][]byte {
 	for i := 0; i < len(b); i++ {
 		switch b[i] {
 		case '"':
-			i = stringEnd(b, i) - 1
+			i = backends.StringEnd(b, i) - 1
 		case '{', '[':
 			depth++
 			if depth == 2 {
@@ -150,27 +150,6 @@ func splitParts(b []byte) [][]byte {
 	return out
 }
 
-// stringEnd returns the offset just past the JSON string starting at b[i].
-func stringEnd(b []byte, i int) int {
-	j := i + 1
-	for {
-		k := bytes.IndexByte(b[j:], '"')
-		if k < 0 {
-			return len(b)
-		}
-		j += k
-		// Count the backslashes before the quote: an odd number escapes it.
-		n := 0
-		for p := j - 1; p > i && b[p] == '\\'; p-- {
-			n++
-		}
-		if n%2 == 0 {
-			return j + 1
-		}
-		j++
-	}
-}
-
 // partText returns the raw JSON string of a text part's "text" member ("" when there is none).
 func partText(part []byte) []byte {
 	// Members of a part object: find "text": that is a key (followed by a colon).
@@ -182,7 +161,7 @@ func partText(part []byte) []byte {
 		case '}', ']':
 			depth--
 		case '"':
-			end := stringEnd(part, i)
+			end := backends.StringEnd(part, i)
 			if depth == 1 && string(part[i:end]) == `"text"` {
 				j := end
 				for j < len(part) && (part[j] == ' ' || part[j] == '\n' || part[j] == '\t' || part[j] == '\r') {
@@ -194,7 +173,7 @@ func partText(part []byte) []byte {
 						j++
 					}
 					if j < len(part) && part[j] == '"' {
-						return part[j:stringEnd(part, j)]
+						return part[j:backends.StringEnd(part, j)]
 					}
 					return nil
 				}
