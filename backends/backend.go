@@ -169,8 +169,9 @@ func AsAPIError(backend string, err error) *APIError {
 }
 
 // Retryable reports whether another candidate may serve a request that failed with err
-// before any byte reached the client: transport errors, timeouts, 402, 404 (model not
-// found), 408, 409, 429 and 5xx. A 400 caused by the request itself is never retried.
+// before any byte reached the client: transport errors, timeouts, an upstream's own
+// 401/403 (its key or project), 402, 404 (model not found), 408, 409, 429 and 5xx. A 400
+// caused by the request itself is never retried.
 func Retryable(err error) bool {
 	if errors.Is(err, context.Canceled) {
 		return false
@@ -183,6 +184,10 @@ func Retryable(err error) bool {
 		return false
 	}
 	switch s := ae.Status; {
+	case s == 401, s == 403:
+		// The client's credentials never go upstream: an upstream 401/403 means that
+		// backend's key or project is wrong, and another backend may still serve.
+		return true
 	case s == 402, s == 404, s == 408, s == 409, s == 429, s >= 500:
 		return true
 	}

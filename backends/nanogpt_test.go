@@ -65,6 +65,8 @@ func TestAsAPIErrorAndRetryable(t *testing.T) {
 		{"idle", fmt.Errorf("reading stream: %w", backends.ErrIdleTimeout), 504, "upstream_timeout", true},
 		{"canceled", context.Canceled, 502, "upstream_unreachable", false},
 		{"429", &backends.APIError{Status: 429, Backend: "nanogpt", Message: "slow down"}, 429, "", true},
+		{"upstream rejects the proxy's key", &backends.APIError{Status: 401, Backend: "vertex", Message: "bad credentials"}, 401, "", true},
+		{"upstream forbids the project", &backends.APIError{Status: 403, Backend: "vertex", Message: "permission denied"}, 403, "", true},
 		{"400 from upstream", &backends.APIError{Status: 400, Backend: "nanogpt", Message: "bad"}, 400, "", false},
 		{"proxy's own 503", &backends.APIError{Status: 503, Message: "no key"}, 503, "", false},
 	}

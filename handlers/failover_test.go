@@ -98,6 +98,10 @@ func (u *foUpstream) serve(w http.ResponseWriter, r *http.Request) {
 	case strings.HasPrefix(m, "e404"):
 		w.WriteHeader(404)
 		io.WriteString(w, `{"error":{"message":"Model `+m+` not found","type":"invalid_request_error","code":"model_not_found","param":null}}`)
+	case strings.HasPrefix(m, "e401"):
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(401)
+		io.WriteString(w, `{"error":{"message":"Invalid API key","type":"authentication_error","code":"invalid_api_key","param":null}}`)
 	case strings.HasPrefix(m, "e400"):
 		w.WriteHeader(400)
 		io.WriteString(w, `{"error":{"message":"This model's maximum context length is 8192 tokens.","type":"invalid_request_error","code":"context_length_exceeded","param":"messages"}}`)
@@ -267,6 +271,7 @@ func TestFailover(t *testing.T) {
 		{"503 falls over", []string{"e503", "ok-b"}, false, 200, "ok-b", "2", map[string]int{"e503": 1, "ok-b": 1}, []string{"Answer from ok-b"}, nil, ""},
 		{"402 falls over", []string{"e402", "ok-b"}, false, 200, "ok-b", "2", map[string]int{"e402": 1, "ok-b": 1}, []string{"Answer from ok-b"}, nil, ""},
 		{"429 falls over", []string{"e429", "vertex/ok-v"}, false, 200, "ok-v", "2", map[string]int{"e429": 1, "ok-v": 1}, []string{"Answer from ok-v"}, nil, ""},
+		{"401 (that backend's key) falls over", []string{"e401", "vertex/ok-v"}, false, 200, "ok-v", "2", map[string]int{"e401": 1, "ok-v": 1}, []string{"Answer from ok-v"}, nil, ""},
 		{"404 model not found falls over", []string{"e404", "ok-b"}, false, 200, "ok-b", "2", map[string]int{"e404": 1, "ok-b": 1}, nil, nil, ""},
 		{"connection dropped falls over", []string{"reset", "ok-b"}, false, 200, "ok-b", "2", map[string]int{"reset": 1, "ok-b": 1}, nil, nil, ""},
 		{"timeout falls over", []string{"hang", "ok-b"}, true, 200, "ok-b", "2", map[string]int{"hang": 1, "ok-b": 1}, []string{"Answer from ok-b", "[DONE]"}, nil, ""},
