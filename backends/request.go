@@ -97,7 +97,7 @@ func ParseChatRequest(body []byte) (*ChatRequest, error) {
 			if f.Value[0] != '[' {
 				return nil, typeError("messages", "an array", f.Value)
 			}
-			elems, _ := SplitArray(f.Value) // already validated by SplitObject
+			elems := splitValidArray(f.Value) // already validated by SplitObject
 			r.Messages = make([]Message, 0, len(elems))
 			for i, e := range elems {
 				m, err := parseMessage(e)
@@ -126,7 +126,7 @@ func parseMessage(raw json.RawMessage) (Message, *RequestError) {
 	if raw[0] != '{' {
 		return Message{}, &RequestError{Message: "expected an object"}
 	}
-	fields, _ := SplitObject(raw)
+	fields := splitValidObject(raw) // validated with the whole body
 	m := Message{Raw: raw, fields: fields}
 	for _, f := range fields {
 		switch f.Key {
