@@ -1,10 +1,7 @@
 package backends
 
 import (
-	"encoding/json"
-	"fmt"
 	"os"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -19,43 +16,16 @@ func processCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// rooSizedBody returns a Roo-Code-sized request (~60 KB): the recorded Roo Code first turn
-// with its system prompt grown to ~36 KB and its tool list repeated under MCP-style names,
-// the shape bench/run.sh sends.
+// rooSizedBody returns the Roo-Code-sized request (~60 KB) that bench/run.sh sends,
+// derived from testdata/clients/roo-code-code-first-turn.json (refresh with
+// bench/load -write-fixture).
 func rooSizedBody(tb testing.TB) []byte {
 	tb.Helper()
-	raw, err := os.ReadFile("../testdata/clients/roo-code-code-first-turn.json")
+	b, err := os.ReadFile("../testdata/bench/roo-code-60k.json")
 	if err != nil {
 		tb.Fatal(err)
 	}
-	var m map[string]any
-	if err := json.Unmarshal(raw, &m); err != nil {
-		tb.Fatal(err)
-	}
-	sys := m["messages"].([]any)[0].(map[string]any)
-	base := sys["content"].(string)
-	var sb strings.Builder
-	sb.WriteString(base)
-	for i := 1; sb.Len() < 36_000; i++ {
-		fmt.Fprintf(&sb, "\n\n====\n\nRULES FROM .roo/rules/%02d.md\n\n%s", i, base)
-	}
-	sys["content"] = sb.String()
-	toolsJSON, _ := json.Marshal(m["tools"])
-	tools := m["tools"].([]any)
-	for i := 1; ; i++ {
-		b, _ := json.Marshal(m)
-		if len(b) >= 60_000 {
-			return b
-		}
-		var more []map[string]any
-		_ = json.Unmarshal(toolsJSON, &more)
-		for _, t := range more {
-			fn := t["function"].(map[string]any)
-			fn["name"] = fmt.Sprintf("mcp_server%d_%s", i, fn["name"])
-			tools = append(tools, t)
-		}
-		m["tools"] = tools
-	}
+	return b
 }
 
 // BenchmarkParseChatRequest measures decoding (and validating) a Roo-Code-sized body and

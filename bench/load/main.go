@@ -72,12 +72,22 @@ func main() {
 	out := flag.String("out", "results", "results directory")
 	dur := flag.Duration("duration", 8*time.Second, "duration of each fixed-rate and max-throughput phase")
 	ttfbDur := flag.Duration("ttfb-duration", 4*time.Second, "duration of each streaming phase")
+	only := flag.String("targets", "direct,floor,proxy", "comma-separated targets to measure (for profiling runs)")
+	bodyList := flag.String("bodies", "small,roo-60k", "comma-separated bodies to use")
+	writeFixture := flag.String("write-fixture", "", "write the ~60 KB body (non-streaming) to this file and exit (refreshes testdata/bench/roo-code-60k.json for the Go benchmarks)")
 	flag.Parse()
 
 	bodies, err := makeBodies(*testdata)
 	if err != nil {
 		log.Fatal(err)
 	}
+	if *writeFixture != "" {
+		if err := os.WriteFile(*writeFixture, bodies["roo-60k"].json, 0o644); err != nil {
+			log.Fatal(err)
+		}
+		return
+	}
+	load0 := loadavg()
 	rep := &report{
 		Date:     time.Now().UTC().Format(time.RFC3339),
 		Machine:  machine(),
@@ -90,8 +100,9 @@ func main() {
 			{Name: "floor", URL: *floor, PID: *floorPID},
 			{Name: "proxy", URL: *proxy, PID: *proxyPID},
 		},
-		bodyOrder: []string{"small", "roo-60k"},
+		bodyOrder: strings.Split(*bodyList, ","),
 	}
+	rep.targets = slices.DeleteFunc(rep.targets, func(t target) bool { return !slices.Contains(strings.Split(*only, ","), t.Name) })
 	if err := os.MkdirAll(*out, 0o755); err != nil {
 		log.Fatal(err)
 	}
@@ -147,6 +158,7 @@ func main() {
 		}
 	}
 
+	rep.Extra["loadavg_start"], rep.Extra["loadavg_end"] = load0, loadavg()
 	md := rep.markdown()
 	fmt.Print(md)
 	js, _ := json.MarshalIndent(rep, "", "  ")
@@ -421,6 +433,17 @@ func vmHWM(pid int) int64 {
 	return 0
 }
 
+// loadavg returns the first three fields of /proc/loadavg: on a shared machine the
+// neighbours' load explains noisy latencies.
+func loadavg() string {
+	b, _ := os.ReadFile("/proc/loadavg")
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}
+
 func machine() string {
 	model := ""
 	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
@@ -463,8 +486,8 @@ func mark(ok bool) string {
 // side, the proxy's figure against the floor and the target.
 func (rep *report) markdown() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "Date %s · machine: %s · %s per phase · bodies: small %d B, roo-60k %d B\n\n",
-		rep.Date, rep.Machine, rep.Duration, rep.Bodies["small"], rep.Bodies["roo-60k"])
+	fmt.Fprintf(&b, "Date %s · machine: %s · %s per phase · bodies: small %d B, roo-60k %d B · load average at start %s, at end %s\n\n",
+		rep.Date, rep.Machine, rep.Duration, rep.Bodies["small"], rep.Bodies["roo-60k"], rep.Extra["loadavg_start"], rep.Extra["loadavg_end"])
 	b.WriteString("| metric | body | direct | floor | proxy | proxy vs floor | target | met |\n")
 	b.WriteString("|---|---|---:|---:|---:|---:|---|---|\n")
 	us := func(v float64) string { return fmt.Sprintf("%.0f µs", v) }
