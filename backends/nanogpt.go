@@ -58,7 +58,6 @@ func NewTransport() *http.Transport {
 		TLSHandshakeTimeout:   10 * time.Second,
 		ExpectContinueTimeout: time.Second,
 		WriteBufferSize:       64 << 10,
-		ReadBufferSize:        64 << 10,
 	}
 }
 
