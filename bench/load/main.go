@@ -74,6 +74,7 @@ func main() {
 	ttfbDur := flag.Duration("ttfb-duration", 4*time.Second, "duration of each streaming phase")
 	only := flag.String("targets", "direct,floor,proxy", "comma-separated targets to measure (for profiling runs)")
 	bodyList := flag.String("bodies", "small,roo-60k", "comma-separated bodies to use")
+	phaseList := flag.String("phases", "rate500,rate2000,max64,stream", "comma-separated phases to run")
 	writeFixture := flag.String("write-fixture", "", "write the ~60 KB body (non-streaming) to this file and exit (refreshes testdata/bench/roo-code-60k.json for the Go benchmarks)")
 	flag.Parse()
 
@@ -112,6 +113,7 @@ func main() {
 		_ = os.WriteFile(filepath.Join(*out, "body-"+name+".json"), b.json, 0o644)
 	}
 
+	phases := strings.Split(*phaseList, ",")
 	for _, bname := range rep.bodyOrder {
 		b := bodies[bname]
 		for _, t := range rep.targets {
@@ -121,6 +123,9 @@ func main() {
 			name string
 			rate int
 		}{{"rate500", 500}, {"rate2000", 2000}, {"max64", 0}} {
+			if !slices.Contains(phases, ph.name) {
+				continue
+			}
 			for _, t := range rep.targets {
 				settle()
 				cpu0 := cpuTicks(t.PID)
@@ -133,6 +138,9 @@ func main() {
 			}
 		}
 		for _, t := range rep.targets {
+			if !slices.Contains(phases, "stream") {
+				break
+			}
 			settle()
 			cpu0 := cpuTicks(t.PID)
 			r := ttfb(t, b.stream, 200, *ttfbDur)
