@@ -45,8 +45,10 @@ type phaseResult struct {
 	P99us    float64 `json:"p99_us"`
 	RPS      float64 `json:"rps"`
 	// CPUus is the target process's utime+stime during the phase per request, in µs.
-	CPUus    float64  `json:"cpu_us_per_req,omitempty"`
-	ErrorMsg []string `json:"error_samples,omitempty"`
+	CPUus float64 `json:"cpu_us_per_req,omitempty"`
+	// PeakRSSKiB is the target process's VmHWM during the phase (reset before it).
+	PeakRSSKiB int64    `json:"peak_rss_kib,omitempty"`
+	ErrorMsg   []string `json:"error_samples,omitempty"`
 }
 
 type report struct {
@@ -128,9 +130,11 @@ func main() {
 			}
 			for _, t := range rep.targets {
 				settle()
+				resetHWM(t.PID)
 				cpu0 := cpuTicks(t.PID)
 				r := attack(t, b.json, vegeta.Rate{Freq: ph.rate, Per: time.Second}, *dur, 64)
 				r.CPUus = cpuPerReq(t.PID, cpu0, r.Requests)
+				r.PeakRSSKiB = vmHWM(t.PID)
 				r.Body, r.Phase, r.Target = bname, ph.name, t.Name
 				rep.Results = append(rep.Results, r)
 				log.Printf("%-8s %-8s %-6s req=%d err=%d p50=%.0fµs p99=%.0fµs rps=%.0f cpu=%.1fµs/req",
@@ -142,18 +146,18 @@ func main() {
 				break
 			}
 			settle()
+			resetHWM(t.PID)
 			cpu0 := cpuTicks(t.PID)
 			r := ttfb(t, b.stream, 200, *ttfbDur)
 			r.CPUus = cpuPerReq(t.PID, cpu0, r.Requests)
+			r.PeakRSSKiB = vmHWM(t.PID)
 			r.Body, r.Phase, r.Target = bname, "stream", t.Name
 			rep.Results = append(rep.Results, r)
 			log.Printf("%-8s %-8s %-6s req=%d err=%d ttfb p50=%.0fµs p99=%.0fµs", bname, "stream", t.Name, r.Requests, r.Errors, r.P50us, r.P99us)
 		}
 	}
-	for _, t := range rep.targets {
-		if t.PID > 0 {
-			rep.PeakRSS[t.Name] = vmHWM(t.PID)
-		}
+	for _, r := range rep.Results {
+		rep.PeakRSS[r.Target] = max(rep.PeakRSS[r.Target], r.PeakRSSKiB)
 	}
 	if st, err := get(*proxy + "/status"); err == nil {
 		var s struct {
@@ -426,6 +430,14 @@ func cpuPerReq(pid int, t0 int64, n int) float64 {
 	return float64(cpuTicks(pid)-t0) / clkTck * 1e6 / float64(n)
 }
 
+// resetHWM resets the peak resident set size of pid (VmHWM) so that the next reading is
+// the peak of one phase (Linux: echo 5 > /proc/<pid>/clear_refs).
+func resetHWM(pid int) {
+	if pid > 0 {
+		_ = os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("5"), 0)
+	}
+}
+
 // vmHWM returns the peak resident set size of pid in KiB.
 func vmHWM(pid int) int64 {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
@@ -529,7 +541,22 @@ func (rep *report) markdown() string {
 		fmt.Fprintf(&b, "| CPU time / request @2000 req/s | %s | – | %.0f µs | %.0f µs | %.2f× | ≤ 1.2× | %s |\n", bn,
 			f.CPUus, p.CPUus, cr, mark(cr > 0 && cr <= 1.2))
 	}
-	fmt.Fprintf(&b, "| peak RSS (VmHWM, whole run) | all | %.1f MiB | %.1f MiB | %.1f MiB | | ≤ 40 MiB | %s |\n",
+	for _, bn := range rep.bodyOrder {
+		cols := map[string]string{}
+		worst := map[string]int64{}
+		for _, tg := range []string{"direct", "floor", "proxy"} {
+			var parts []string
+			for _, ph := range []string{"rate500", "rate2000", "max64", "stream"} {
+				r := rep.find(bn, ph, tg)
+				parts = append(parts, fmt.Sprintf("%.0f", float64(r.PeakRSSKiB)/1024))
+				worst[tg] = max(worst[tg], r.PeakRSSKiB)
+			}
+			cols[tg] = strings.Join(parts, " / ")
+		}
+		fmt.Fprintf(&b, "| peak RSS MiB @500 / @2000 / max64 / stream | %s | %s | %s | %s | | ≤ 40 MiB | %s |\n", bn,
+			cols["direct"], cols["floor"], cols["proxy"], mark(worst["proxy"] > 0 && worst["proxy"] <= 40*1024))
+	}
+	fmt.Fprintf(&b, "| peak RSS, whole run | all | %.1f MiB | %.1f MiB | %.1f MiB | | ≤ 40 MiB | %s |\n",
 		float64(rep.PeakRSS["direct"])/1024, float64(rep.PeakRSS["floor"])/1024, float64(rep.PeakRSS["proxy"])/1024,
 		mark(rep.PeakRSS["proxy"] > 0 && rep.PeakRSS["proxy"] <= 40*1024))
 	errs := 0
