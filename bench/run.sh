@@ -30,7 +30,8 @@ cleanup() {
 	rm -rf "$tmp"
 }
 trap cleanup EXIT
-trap 'exit 130' INT TERM
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 echo "building (proxy, mock, floor, load driver) ..." >&2
 go build -o "$tmp/nanogpt-proxy" .
@@ -69,9 +70,13 @@ wait_ready "http://$proxy_addr/health" proxy
 out="bench/results/$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$out"
 echo "running: $dur per phase, results in $out ..." >&2
+# In the background, so that a signal runs the trap at once instead of after the driver.
 timeout 600 "$tmp/load" -direct "http://$mock_addr" -floor "http://$floor_addr" -proxy "http://$proxy_addr" \
 	-mock-pid "$mock_pid" -floor-pid "$floor_pid" -proxy-pid "$proxy_pid" \
-	-testdata testdata -out "$out" -duration "$dur" -ttfb-duration "$ttfb_dur" 2>"$out/phases.log" | tee "$out/table.md"
+	-testdata testdata -out "$out" -duration "$dur" -ttfb-duration "$ttfb_dur" >"$out/table.md" 2>"$out/phases.log" &
+pids+=($!)
+wait $!
 cat "$out/phases.log" >&2
+cat "$out/table.md"
 echo "proxy log lines: $(wc -l <"$tmp/proxy.log"); warnings/errors: $(grep -c -E 'level=(WARN|ERROR)' "$tmp/proxy.log" || true)" | tee -a "$out/table.md"
 cp "$out/table.md" bench/results/latest.md
