@@ -58,7 +58,6 @@ func NewTransport() *http.Transport {
 		TLSHandshakeTimeout:   10 * time.Second,
 		ExpectContinueTimeout: time.Second,
 		WriteBufferSize:       64 << 10,
-		ReadBufferSize:        64 << 10,
 	}
 }
 
@@ -92,7 +91,17 @@ var passedResponseHeaders = []string{"Retry-After", "X-Ratelimit-Limit-Requests"
 
 // ChatCompletion sends the call to NanoGPT's /chat/completions.
 func (n *NanoGPT) ChatCompletion(ctx context.Context, call *Call) (*Response, error) {
-	body := call.Request.UpstreamBody(call.Model)
+	// The body goes out from its parts, most of them slices of the client's body: a 60 KB
+	// agent request is not copied into a second 60 KB buffer first.
+	parts := call.Request.UpstreamParts(call.Model)
+	size := 0
+	for _, p := range parts {
+		size += len(p)
+	}
+	newBody := func() io.ReadCloser {
+		b := append(net.Buffers(nil), parts...) // Read consumes its own copy of the list
+		return io.NopCloser(&b)
+	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	var timer *time.Timer
 	if n.cfg.FirstByteTimeout > 0 {
@@ -103,12 +112,14 @@ func (n *NanoGPT) ChatCompletion(ctx context.Context, call *Call) (*Response, er
 			timer.Stop()
 		}
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, n.url, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, n.url, newBody())
 	if err != nil {
 		stop()
 		cancel(nil)
 		return nil, fmt.Errorf("nanogpt: building request: %w", err)
 	}
+	req.ContentLength = int64(size)
+	req.GetBody = func() (io.ReadCloser, error) { return newBody(), nil } // lets the transport retry on a stale connection
 	h := req.Header
 	h.Set("Content-Type", "application/json")
 	h.Set("Authorization", "Bearer "+n.cfg.APIKey)

@@ -210,7 +210,8 @@ func skipWS(b []byte, i int) int {
 
 const maxDepth = 10000
 
-// skipValue returns the offset just past the JSON value that starts at b[i].
+// skipValue returns the offset just past the JSON value that starts at b[i]. With valid
+// set, b is known to be valid JSON and strings are only scanned for their closing quote.
 func skipValue(b []byte, i, depth int) (int, error) {
 	if depth > maxDepth {
 		return 0, fmt.Errorf("%w: nested too deeply", errSyntax)

@@ -410,21 +410,39 @@ func ownedKey(k string) bool { return k == "role" || k == "conversation_id" }
 // stream_options.include_usage forced on so accounting never depends on the client.
 // Every other member is copied byte for byte in the client's order.
 func (r *ChatRequest) UpstreamBody(model string) []byte {
-	n := 64 + len(model)
-	for _, f := range r.fields {
-		n += len(f.Key) + len(f.Value) + 4
-	}
-	for i := range r.Messages {
-		if r.Messages[i].Raw == nil {
-			n += len(r.Messages[i].Content) + 64
-		}
+	parts := r.UpstreamParts(model)
+	n := 0
+	for _, p := range parts {
+		n += len(p)
 	}
 	out := make([]byte, 0, n)
-	out = append(out, '{')
+	for _, p := range parts {
+		out = append(out, p...)
+	}
+	return out
+}
+
+var (
+	jsonComma        = []byte(",")
+	jsonOpen         = []byte("{")
+	jsonClose        = []byte("}")
+	jsonModelKey     = []byte(`"model":`)
+	jsonMessagesKey  = []byte(`"messages":[`)
+	jsonArrayClose   = []byte("]")
+	jsonStreamOptKey = []byte(`"stream_options":`)
+	jsonUsageOn      = []byte(`"stream_options":{"include_usage":true}`)
+)
+
+// UpstreamParts is UpstreamBody as a list of pieces that, written in order, make the
+// body. Most pieces alias the client's body, so a large request is not copied again
+// (the parts must not be modified).
+func (r *ChatRequest) UpstreamParts(model string) [][]byte {
+	parts := make([][]byte, 0, 4*len(r.fields)+2*len(r.Messages)+4)
+	parts = append(parts, jsonOpen)
 	first := true
 	sep := func() {
 		if !first {
-			out = append(out, ',')
+			parts = append(parts, jsonComma)
 		}
 		first = false
 	}
@@ -435,38 +453,36 @@ func (r *ChatRequest) UpstreamBody(model string) []byte {
 			continue
 		case f.Key == "model":
 			sep()
-			out = append(out, `"model":`...)
-			out = append(out, quote(model)...)
+			parts = append(parts, jsonModelKey, quote(model))
 		case f.Key == "messages":
 			sep()
-			out = append(out, `"messages":[`...)
+			parts = append(parts, jsonMessagesKey)
 			for i := range r.Messages {
 				if i > 0 {
-					out = append(out, ',')
+					parts = append(parts, jsonComma)
 				}
-				out = append(out, r.Messages[i].JSON()...)
+				parts = append(parts, r.Messages[i].JSON())
 			}
-			out = append(out, ']')
+			parts = append(parts, jsonArrayClose)
 		case f.Key == "stream_options" && r.Stream:
 			sawStreamOptions = true
 			sep()
-			out = append(out, `"stream_options":`...)
+			parts = append(parts, jsonStreamOptKey)
 			if r.IncludeUsage {
-				out = append(out, f.Value...)
+				parts = append(parts, f.Value)
 			} else {
-				out = append(out, withIncludeUsage(f.Value)...)
+				parts = append(parts, withIncludeUsage(f.Value))
 			}
 		default:
 			sep()
-			out = appendKey(out, f.Key)
-			out = append(out, f.Value...)
+			parts = append(parts, appendKey(nil, f.Key), f.Value)
 		}
 	}
 	if r.Stream && !sawStreamOptions {
 		sep()
-		out = append(out, `"stream_options":{"include_usage":true}`...)
+		parts = append(parts, jsonUsageOn)
 	}
-	return append(out, '}')
+	return append(parts, jsonClose)
 }
 
 func withIncludeUsage(v json.RawMessage) json.RawMessage {

@@ -110,8 +110,11 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) error {
 	}
 	if resp.Stream == nil {
 		h.Set("Content-Type", "application/json")
+		h.Set("Content-Length", strconv.Itoa(len(resp.Body)))
 		w.WriteHeader(http.StatusOK)
 		_, _ = w.Write(resp.Body)
+		// The client gets its answer now, not after the bookkeeping below.
+		_ = http.NewResponseController(w).Flush()
 		if tracker != nil {
 			tracker.Body(resp.Body)
 			tracker.Finish(true)

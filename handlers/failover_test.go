@@ -149,10 +149,22 @@ func (u *foUsage) Record(row storage.Usage) bool {
 	return true
 }
 
+// last returns the newest row, waiting for it: a JSON answer reaches the client before
+// the handler records its usage row.
 func (u *foUsage) last() storage.Usage {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	return u.rows[len(u.rows)-1]
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		u.mu.Lock()
+		if n := len(u.rows); n > 0 {
+			defer u.mu.Unlock()
+			return u.rows[n-1]
+		}
+		u.mu.Unlock()
+		if time.Now().After(deadline) {
+			return storage.Usage{}
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 // foRankings ranks chain (backend/model or model on nanogpt) for every role; models

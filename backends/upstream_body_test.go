@@ -1,0 +1,86 @@
+package backends
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"reflect"
+	"testing"
+)
+
+// TestNanoGPTSendsTheRequestBodyExactly sends every recorded agent request (and the
+// Roo-Code-sized benchmark body) through the NanoGPT backend and checks what the upstream
+// received: a Content-Length body (not chunked) with every member the proxy does not own
+// unchanged, the model replaced, the proxy's own members removed and, for streams,
+// include_usage on; byte for byte what UpstreamBody encodes.
+func TestNanoGPTSendsTheRequestBodyExactly(t *testing.T) {
+	answer, err := os.ReadFile("../testdata/nanogpt/chat-completion.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	type received struct {
+		body             []byte
+		contentLength    int64
+		transferEncoding []string
+	}
+	got := make(chan received, 1)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		got <- received{b, r.ContentLength, r.TransferEncoding}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(answer)
+	}))
+	defer up.Close()
+	be := NewNanoGPT(NanoGPTConfig{APIKey: "k", BaseURL: up.URL + "/v1"}, nil)
+
+	files, _ := filepath.Glob("../testdata/clients/*.json")
+	files = append(files, "../testdata/bench/roo-code-60k.json")
+	for _, file := range files {
+		t.Run(filepath.Base(file), func(t *testing.T) {
+			raw, err := os.ReadFile(file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The proxy's own members ride along to prove they are removed.
+			raw = append([]byte(`{"role":"debugging","conversation_id":"c-1",`), bytes.TrimSpace(raw)[1:]...)
+			req, err := ParseChatRequest(raw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := be.ChatCompletion(context.Background(), &Call{Model: "zai-org/glm-4.6", Request: req, Header: http.Header{}}); err != nil {
+				t.Fatal(err)
+			}
+			rcv := <-got
+			if rcv.contentLength != int64(len(rcv.body)) || len(rcv.transferEncoding) != 0 {
+				t.Errorf("upstream got Content-Length %d, Transfer-Encoding %v for a %d-byte body", rcv.contentLength, rcv.transferEncoding, len(rcv.body))
+			}
+			if want := req.UpstreamBody("zai-org/glm-4.6"); !bytes.Equal(rcv.body, want) {
+				t.Errorf("upstream body differs from UpstreamBody:\n got %.300s\nwant %.300s", rcv.body, want)
+			}
+			var sent, client map[string]any
+			if err := json.Unmarshal(rcv.body, &sent); err != nil {
+				t.Fatalf("upstream body is not JSON: %v", err)
+			}
+			_ = json.Unmarshal(raw, &client)
+			delete(client, "role")
+			delete(client, "conversation_id")
+			client["model"] = "zai-org/glm-4.6"
+			if client["stream"] == true {
+				so, _ := client["stream_options"].(map[string]any)
+				if so == nil {
+					so = map[string]any{}
+				}
+				so["include_usage"] = true
+				client["stream_options"] = so
+			}
+			if !reflect.DeepEqual(sent, client) {
+				t.Errorf("upstream body members differ from the client's:\n got %.300v\nwant %.300v", sent, client)
+			}
+		})
+	}
+}
