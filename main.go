@@ -71,10 +71,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	status := map[string]func() any{}
 	var usage handlers.UsageRecorder
 	var usageWriter *storage.UsageWriter
-	db, err := storage.Open(ctx, cfg.Storage.DBPath)
-	if err != nil {
-		log.Error("usage tracking disabled: database unavailable", "path", cfg.Storage.DBPath, "err", err)
-		status["usage"] = func() any { return map[string]any{"enabled": false, "error": err.Error()} }
+	db, dbErr := storage.Open(ctx, cfg.Storage.DBPath)
+	if dbErr != nil {
+		log.Error("usage tracking disabled: database unavailable", "path", cfg.Storage.DBPath, "err", dbErr)
+		status["usage"] = func() any { return map[string]any{"enabled": false, "error": dbErr.Error()} }
 	} else {
 		defer db.Close()
 		usageWriter = storage.NewUsageWriter(db, log, cfg.Storage.QueueSize, cfg.Storage.FlushInterval)

@@ -1,0 +1,67 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// A database that cannot be opened costs usage tracking and the conversation store, not
+// the proxy: requests are still served and /status says what is degraded and why.
+func TestUnusableDatabaseDegradesNotFails(t *testing.T) {
+	sse, err := os.ReadFile("testdata/nanogpt/chat-stream-text.sse")
+	if err != nil {
+		t.Fatal(err)
+	}
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		_, _ = w.Write(sse)
+	}))
+	defer up.Close()
+
+	dir := t.TempDir()
+	blocker := filepath.Join(dir, "not-a-dir")
+	if err := os.WriteFile(blocker, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	base, _ := startProxy(t, dir, map[string]string{
+		"DB_PATH":         filepath.Join(blocker, "usage.db"), // a file stands where the folder should be
+		"NANOGPT_API_KEY": "test-key", "NANOGPT_BASE_URL": up.URL,
+		"NANOGPT_MONTHLY_QUOTA": "0",
+	})
+
+	resp, err := http.Post(base+"/v1/chat/completions", "application/json",
+		bytes.NewReader([]byte(`{"model":"auto","stream":true,"messages":[{"role":"user","content":"hi"}]}`)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(out), "data: [DONE]") {
+		t.Fatalf("request not served without a database: %d\n%s", resp.StatusCode, out)
+	}
+
+	resp, err = http.Get(base + "/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var st struct {
+		Usage struct {
+			Enabled bool   `json:"enabled"`
+			Error   string `json:"error"`
+		} `json:"usage"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Usage.Enabled || !strings.Contains(st.Usage.Error, "not-a-dir") {
+		t.Errorf("/status usage = %+v, want disabled with the reason naming the path", st.Usage)
+	}
+}
