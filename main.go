@@ -57,7 +57,33 @@ func newLogger(c config.Log, out io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(out, opts))
 }
 
+// usage is printed by -h, --help and help.
+const usage = `nanogpt-proxy: an OpenAI-compatible LLM gateway (NanoGPT, Vertex AI) on localhost:8090.
+
+Usage:
+  nanogpt-proxy                     run the proxy (settings from the environment and CONFIG_PATH)
+  nanogpt-proxy research [--dry-run] [--force] [--sources-dir DIR]
+                                    run the benchmark research once and print the ranking diff
+  nanogpt-proxy version             print the version
+  nanogpt-proxy help                print this text
+
+Point a client at http://localhost:8090/v1 with model "auto". Environment variables and
+endpoints are documented in the README.
+`
+
 func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
+	if len(args) > 0 {
+		switch args[0] {
+		case "-h", "-help", "--help", "help":
+			_, err := io.WriteString(stderr, usage)
+			return err
+		case "version", "--version", "-version":
+			_, err := fmt.Fprintln(stderr, "nanogpt-proxy", version)
+			return err
+		default:
+			return fmt.Errorf("unknown argument %q (see nanogpt-proxy help)", args[0])
+		}
+	}
 	cfg, err := config.Load(getenv)
 	if err != nil {
 		return fmt.Errorf("invalid configuration:\n%w", err)

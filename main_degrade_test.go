@@ -65,3 +65,27 @@ func TestUnusableDatabaseDegradesNotFails(t *testing.T) {
 		t.Errorf("/status usage = %+v, want disabled with the reason naming the path", st.Usage)
 	}
 }
+
+// Command-line arguments other than the subcommands never start the server.
+func TestArgumentsDoNotStartTheServer(t *testing.T) {
+	for _, tc := range []struct {
+		args    []string
+		wantErr bool
+		want    string
+	}{
+		{[]string{"--help"}, false, "Usage:"},
+		{[]string{"help"}, false, "nanogpt-proxy research"},
+		{[]string{"version"}, false, "nanogpt-proxy " + version},
+		{[]string{"--port=1"}, true, ""},
+	} {
+		var out strings.Builder
+		env := map[string]string{"PORT": "1", "DB_PATH": filepath.Join(t.TempDir(), "must-not-exist", "u.db")}
+		err := run(t.Context(), tc.args, func(k string) string { return env[k] }, &out)
+		if (err != nil) != tc.wantErr || !strings.Contains(out.String(), tc.want) {
+			t.Errorf("run(%q) = %v, output %q", tc.args, err, out.String())
+		}
+		if _, statErr := os.Stat(filepath.Dir(env["DB_PATH"])); statErr == nil {
+			t.Errorf("run(%q) created the database folder: it started the proxy", tc.args)
+		}
+	}
+}

@@ -51,8 +51,13 @@ func (s *Server) models() []Model {
 			Backend: "router", Description: "Routes as role " + string(r) + "."})
 	}
 	mc, _ := s.d.Router.(ModelCatalog)
+	seen := map[string]bool{}
 	for _, id := range rk.ModelIDs() {
 		b, _ := rk.BackendOf(id)
+		if !s.configured(b) {
+			continue // a client that picks it would only get a 503
+		}
+		seen[id] = true
 		m := Model{ID: id, Object: "model", Created: created, OwnedBy: ownerOf(id, b), Backend: b, Roles: rankedFor(rk, id)}
 		if mc != nil {
 			m.Subscription = mc.IsSubscription(b, id)
@@ -68,6 +73,9 @@ func (s *Server) models() []Model {
 		slices.Sort(ids)
 		for _, id := range ids {
 			b := cat[id]
+			if seen[id] || !s.configured(b) {
+				continue
+			}
 			out = append(out, Model{ID: id, Object: "model", Created: created, OwnedBy: ownerOf(id, b), Backend: b,
 				Subscription: mc.IsSubscription(b, id)})
 		}
@@ -121,12 +129,23 @@ func (s *Server) getModel(w http.ResponseWriter, r *http.Request) error {
 	}
 	// A backend-prefixed id names a model on that backend directly.
 	for _, b := range routing.KnownBackends {
-		if rest, ok := strings.CutPrefix(id, b+"/"); ok && rest != "" {
-			return writeJSON(w, http.StatusOK, Model{ID: id, Object: "model", Created: s.started.Unix(), OwnedBy: ownerOf(rest, b), Backend: b})
+		if rest, ok := strings.CutPrefix(id, b+"/"); ok && rest != "" && s.configured(b) {
+			m := Model{ID: id, Object: "model", Created: s.started.Unix(), OwnedBy: ownerOf(rest, b), Backend: b}
+			if i := slices.IndexFunc(ms, func(m Model) bool { return m.ID == rest && m.Backend == b }); i >= 0 {
+				m = ms[i]
+				m.ID = id
+			}
+			return writeJSON(w, http.StatusOK, m)
 		}
 	}
 	return &backends.APIError{Status: 404, Type: "invalid_request_error", Code: "model_not_found", Param: "model",
 		Message: fmt.Sprintf("The model %q does not exist.", id)}
+}
+
+// configured reports whether backend b can serve requests (it has its key or project).
+func (s *Server) configured(b string) bool {
+	_, ok := s.d.Backends[b]
+	return ok
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) error {

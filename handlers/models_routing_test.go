@@ -62,6 +62,38 @@ func TestModelsShowRoutes(t *testing.T) {
 	}
 }
 
+// Models of a backend that is not configured are not offered: a client that picked one
+// would only get a 503. A backend-prefixed id shows the roles of the model it names.
+func TestModelsOnlyFromConfiguredBackends(t *testing.T) {
+	e := newFOEnv(t, foOptions{noVertex: true}, "sub-ok", "vertex/ok-v")
+	var list struct {
+		Data []Model `json:"data"`
+	}
+	if code := getJSON(t, e.proxy.URL+"/v1/models", &list); code != 200 {
+		t.Fatalf("status %d", code)
+	}
+	for _, m := range list.Data {
+		if m.Backend == "vertex" {
+			t.Errorf("/v1/models offers %q on vertex, which is not configured", m.ID)
+		}
+	}
+	var miss struct {
+		Error struct{ Code string } `json:"error"`
+	}
+	if code := getJSON(t, e.proxy.URL+"/v1/models/vertex/ok-v", &miss); code != 404 || miss.Error.Code != "model_not_found" {
+		t.Errorf("/v1/models/vertex/ok-v with vertex off: %d %+v, want 404 model_not_found", code, miss)
+	}
+
+	e2 := newFOEnv(t, foOptions{}, "sub-ok", "vertex/ok-v")
+	var one Model
+	if code := getJSON(t, e2.proxy.URL+"/v1/models/vertex/ok-v", &one); code != 200 {
+		t.Fatalf("status %d", code)
+	}
+	if one.ID != "vertex/ok-v" || one.Backend != "vertex" || len(one.Roles) != 8 {
+		t.Errorf("/v1/models/vertex/ok-v = %+v, want the ranked model's roles", one)
+	}
+}
+
 func TestUnknownProfileHeader(t *testing.T) {
 	e := newFOEnv(t, foOptions{}, "ok-a")
 	req, _ := http.NewRequest("POST", e.proxy.URL+"/v1/chat/completions",

@@ -24,7 +24,10 @@ func TestInteropServerMemory(t *testing.T) {
 	}
 	script, _ := filepath.Abs("../e2e/node_modules/@modelcontextprotocol/server-memory/dist/index.js")
 	if _, err := os.Stat(script); err != nil {
-		t.Fatalf("server-memory is not installed: run `npm ci --prefix e2e` (%v)", err)
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("server-memory is not installed: run `npm ci --prefix e2e` (%v)", err)
+		}
+		t.Skipf("server-memory is not installed: run `npm ci --prefix e2e` or ./scripts/test.sh (%v)", err)
 	}
 	memFile := filepath.Join(t.TempDir(), "memory.jsonl")
 	b := startBridge(t, config.MCPServer{Name: "memory", Command: node, Args: []string{script},
