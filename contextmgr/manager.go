@@ -5,12 +5,9 @@ package contextmgr
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"strings"
 	"sync"
@@ -651,46 +648,4 @@ func (t *tracker) Finish(ok bool) {
 		t.j.answer = ans
 	}
 	t.m.w.enqueue(t.j)
-}
-
-// ConversationID returns the conversation key of req: the explicit id (body, then header),
-// else a stable hash of the system prompt and the first user message, so that every turn
-// of one agent task maps to the same key.
-func ConversationID(req *backends.ChatRequest, header string) string {
-	if req.ConversationID != "" {
-		return req.ConversationID
-	}
-	if header != "" {
-		return header
-	}
-	h := sha256.New()
-	for _, want := range []string{"system", "user"} {
-		for i := range req.Messages {
-			m := &req.Messages[i]
-			if m.Role == want || (want == "system" && m.Role == "developer") {
-				h.Write([]byte(m.Role))
-				h.Write([]byte{0})
-				writeBounded(h, m.Content)
-				h.Write([]byte{0})
-				break
-			}
-		}
-	}
-	return "h-" + hex.EncodeToString(h.Sum(nil)[:12])
-}
-
-// hashEdge is how much of each end of a long message the conversation key reads.
-const hashEdge = 8 << 10
-
-// writeBounded hashes b, or for a long b its length and both ends: an agent's 60 KB system
-// prompt costs a few microseconds instead of a full pass, and two prompts that differ only
-// in the middle while sharing length and both ends are not a realistic collision.
-func writeBounded(h io.Writer, b []byte) {
-	if len(b) <= 2*hashEdge {
-		h.Write(b)
-		return
-	}
-	h.Write(b[:hashEdge])
-	h.Write(b[len(b)-hashEdge:])
-	fmt.Fprintf(h, "/%d", len(b))
 }
