@@ -39,6 +39,8 @@ type Interaction struct {
 type Meta struct {
 	RequestID string
 	Role      string
+	// Profile is the profile the exchange was served under ("": none given).
+	Profile string
 }
 
 // Store keeps conversations. The embedded SQLite store and the MCP store implement it.
