@@ -268,7 +268,7 @@ func (m *Manager) Enrich(ctx context.Context, req *backends.ChatRequest, in Inpu
 	if m.cfg.SimilarLimit > 0 && !haveCached && strings.TrimSpace(query) != "" {
 		simc = make(chan loaded[[]Interaction], 1)
 		go func() {
-			s, err := m.store.Similar(ctx, query, in.ConversationID, m.cfg.SimilarLimit)
+			s, err := m.store.Similar(ctx, query, in.ConversationID, in.Profile, m.cfg.SimilarLimit)
 			simc <- loaded[[]Interaction]{s, err}
 		}()
 	}
