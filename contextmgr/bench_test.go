@@ -2,7 +2,9 @@ package contextmgr
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/nanogpt-proxy/nanogpt-proxy/roles"
@@ -42,5 +44,18 @@ func BenchmarkTrackerChunk(b *testing.B) {
 	b.SetBytes(int64(len(chunk)))
 	for b.Loop() {
 		tr.Chunk(chunk)
+	}
+}
+
+// BenchmarkConversationID measures the conversation key of an agent request with a 60 KB
+// system prompt and a 40 KB first user message in parts (the bounded text hash).
+func BenchmarkConversationID(b *testing.B) {
+	sys, _ := json.Marshal(strings.Repeat("You are Roo, a highly skilled software engineer. \"Rules\" follow.\n", 1000))
+	env, _ := json.Marshal("<environment_details>\n" + strings.Repeat("src/orders/service.go\n", 2000) + "</environment_details>")
+	body := `{"model":"auto","messages":[{"role":"system","content":` + string(sys) + `},{"role":"user","content":[{"type":"text","text":"<task>fix it</task>"},{"type":"text","text":` + string(env) + `,"cache_control":{"type":"ephemeral"}}]}]}`
+	req := parse(b, body)
+	b.ResetTimer()
+	for b.Loop() {
+		ConversationID(req, "")
 	}
 }

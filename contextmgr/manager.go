@@ -5,12 +5,9 @@ package contextmgr
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"strings"
 	"sync"
@@ -32,6 +29,17 @@ type Input struct {
 	// ContextWindow is the first candidate model's context window in tokens (0: unknown,
 	// the configured default applies).
 	ContextWindow int
+	// Original is the latest message as the client sent it, when stage 1 rewrote it
+	// (promptengineer.Result.Original); the store keeps the client's words, which the
+	// client sends back next turn, not the rewrite. Nil: not rewritten.
+	Original *backends.Message
+	// Helper marks a helper request (enhance prompt, commit message, context condensing;
+	// promptengineer.Result.Helper): not the task itself, so it is neither enriched nor
+	// saved.
+	Helper bool
+	// Profile is the request's profile: saved with the conversation, and similar past
+	// interactions come only from conversations of the same profile.
+	Profile string
 }
 
 // Result says what Enrich added.
@@ -212,7 +220,7 @@ func (m *Manager) Enrich(ctx context.Context, req *backends.ChatRequest, in Inpu
 		return Result{}
 	}
 	m.requests.Add(1)
-	if (m.roles != nil && !m.roles[in.Role]) || len(req.Messages) == 0 ||
+	if in.Helper || (m.roles != nil && !m.roles[in.Role]) || len(req.Messages) == 0 ||
 		req.Messages[len(req.Messages)-1].Role == "tool" || IsCondensing(req) {
 		m.skipped.Add(1)
 		return Result{}
@@ -260,7 +268,7 @@ func (m *Manager) Enrich(ctx context.Context, req *backends.ChatRequest, in Inpu
 	if m.cfg.SimilarLimit > 0 && !haveCached && strings.TrimSpace(query) != "" {
 		simc = make(chan loaded[[]Interaction], 1)
 		go func() {
-			s, err := m.store.Similar(ctx, query, in.ConversationID, m.cfg.SimilarLimit)
+			s, err := m.store.Similar(ctx, query, in.ConversationID, in.Profile, m.cfg.SimilarLimit)
 			simc <- loaded[[]Interaction]{s, err}
 		}()
 	}
@@ -502,7 +510,8 @@ func IsCondensing(req *backends.ChatRequest) bool {
 }
 
 // Track returns a Tracker for the exchange, or nil when nothing is to be saved (saving
-// off, X-Proxy-No-Store, a condensing request).
+// off, X-Proxy-No-Store, a helper or condensing request). What is saved is what the client
+// sent (with in.Original in place of a rewritten latest message) and the answer.
 func (m *Manager) Track(req *backends.ChatRequest, in Input) Tracker {
 	if m == nil || m.w == nil || !m.cfg.Save {
 		return nil
@@ -511,11 +520,15 @@ func (m *Manager) Track(req *backends.ChatRequest, in Input) Tracker {
 		m.notStored.Add(1)
 		return nil
 	}
-	if in.ConversationID == "" || IsCondensing(req) {
+	if in.ConversationID == "" || in.Helper || IsCondensing(req) {
 		return nil
 	}
-	return &tracker{m: m, j: job{conv: in.ConversationID, meta: Meta{RequestID: in.RequestID, Role: string(in.Role)},
-		msgs: append([]backends.Message(nil), req.Messages...)}}
+	msgs := append([]backends.Message(nil), req.Messages...)
+	if o := in.Original; o != nil && len(msgs) > 0 && msgs[len(msgs)-1].Role == o.Role {
+		msgs[len(msgs)-1] = *o
+	}
+	return &tracker{m: m, j: job{conv: in.ConversationID, meta: Meta{RequestID: in.RequestID, Role: string(in.Role), Profile: in.Profile},
+		msgs: msgs}}
 }
 
 // tracker assembles one answer: streamed content and tool-call deltas, or a JSON body.
@@ -651,46 +664,4 @@ func (t *tracker) Finish(ok bool) {
 		t.j.answer = ans
 	}
 	t.m.w.enqueue(t.j)
-}
-
-// ConversationID returns the conversation key of req: the explicit id (body, then header),
-// else a stable hash of the system prompt and the first user message, so that every turn
-// of one agent task maps to the same key.
-func ConversationID(req *backends.ChatRequest, header string) string {
-	if req.ConversationID != "" {
-		return req.ConversationID
-	}
-	if header != "" {
-		return header
-	}
-	h := sha256.New()
-	for _, want := range []string{"system", "user"} {
-		for i := range req.Messages {
-			m := &req.Messages[i]
-			if m.Role == want || (want == "system" && m.Role == "developer") {
-				h.Write([]byte(m.Role))
-				h.Write([]byte{0})
-				writeBounded(h, m.Content)
-				h.Write([]byte{0})
-				break
-			}
-		}
-	}
-	return "h-" + hex.EncodeToString(h.Sum(nil)[:12])
-}
-
-// hashEdge is how much of each end of a long message the conversation key reads.
-const hashEdge = 8 << 10
-
-// writeBounded hashes b, or for a long b its length and both ends: an agent's 60 KB system
-// prompt costs a few microseconds instead of a full pass, and two prompts that differ only
-// in the middle while sharing length and both ends are not a realistic collision.
-func writeBounded(h io.Writer, b []byte) {
-	if len(b) <= 2*hashEdge {
-		h.Write(b)
-		return
-	}
-	h.Write(b[:hashEdge])
-	h.Write(b[len(b)-hashEdge:])
-	fmt.Fprintf(h, "/%d", len(b))
 }

@@ -280,7 +280,7 @@ func TestSimilarInteractionsRanked(t *testing.T) {
 		t.Errorf("SimilarItems = %d, want 2", res.SimilarItems)
 	}
 	// The conversation's own past is never "similar": it is excluded.
-	got, err := st.Similar(context.Background(), "limit offset pagination ListOrders orders service", "orders-pagination", 5)
+	got, err := st.Similar(context.Background(), "limit offset pagination ListOrders orders service", "orders-pagination", "", 5)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -432,7 +432,7 @@ func TestPrivacy(t *testing.T) {
 	if got, _ := st.History(context.Background(), "to-delete", 0); len(got) != 0 {
 		t.Errorf("history after delete: %v", got)
 	}
-	if got, _ := st.Similar(context.Background(), "zanzibar quokka migration", "", 5); len(got) != 0 {
+	if got, _ := st.Similar(context.Background(), "zanzibar quokka migration", "", "", 5); len(got) != 0 {
 		t.Errorf("search after delete found %v", got)
 	}
 	if err := m.DeleteConversation(context.Background(), "to-delete"); err != ErrNotFound {
@@ -496,7 +496,7 @@ func (b blockingStore) History(ctx context.Context, _ string, _ int) ([]Turn, er
 	return []Turn{{Role: "user", Content: "late"}}, nil
 }
 func (b blockingStore) Append(context.Context, string, []Turn, Meta) error { return nil }
-func (b blockingStore) Similar(ctx context.Context, _, _ string, _ int) ([]Interaction, error) {
+func (b blockingStore) Similar(ctx context.Context, _, _, _ string, _ int) ([]Interaction, error) {
 	<-b.release
 	return nil, nil
 }

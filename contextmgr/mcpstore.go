@@ -74,8 +74,11 @@ func (s *MCPStore) Append(ctx context.Context, conversationID string, turns []Tu
 	for _, t := range turns {
 		msgs = append(msgs, mcpMessage{Role: t.Role, Content: t.Content, ToolCalls: t.ToolCalls, ToolCallID: t.ToolCallID})
 	}
-	args := map[string]any{"conversation_id": conversationID, "messages": msgs,
-		"metadata": map[string]any{"source": "nanogpt-proxy", "request_id": meta.RequestID}}
+	md := map[string]any{"source": "nanogpt-proxy", "request_id": meta.RequestID}
+	if meta.Profile != "" {
+		md["profile"] = meta.Profile
+	}
+	args := map[string]any{"conversation_id": conversationID, "messages": msgs, "metadata": md}
 	if meta.Role != "" {
 		args["mode"] = meta.Role
 	}
@@ -90,8 +93,11 @@ func (s *MCPStore) Append(ctx context.Context, conversationID string, turns []Tu
 
 // Similar implements Store with search_similar_conversations(query, limit, min_score): the
 // entries of each conversation other than exclude become one interaction, ranked by their
-// best similarity_score.
-func (s *MCPStore) Similar(ctx context.Context, query, exclude string, limit int) ([]Interaction, error) {
+// best similarity_score. Append saves the profile in the conversation's metadata; an entry
+// the server returns with a profile (its own "profile" member or metadata.profile) is kept
+// only when that is the request's profile. Entries without one are kept: a server that
+// drops metadata cannot be scoped by the proxy (use one store per profile then).
+func (s *MCPStore) Similar(ctx context.Context, query, exclude, profile string, limit int) ([]Interaction, error) {
 	q := cleanText(query)
 	if len(q) > 2000 {
 		q = clip(q, 2000)
@@ -107,14 +113,26 @@ func (s *MCPStore) Similar(ctx context.Context, query, exclude string, limit int
 	var order []string
 	for _, e := range entries(res, "results") {
 		var h struct {
-			ConversationID string   `json:"conversation_id"`
-			Role           string   `json:"role"`
-			Content        string   `json:"content"`
-			Timestamp      string   `json:"timestamp"`
-			Score          *float64 `json:"similarity_score"`
+			ConversationID string          `json:"conversation_id"`
+			Role           string          `json:"role"`
+			Content        string          `json:"content"`
+			Timestamp      string          `json:"timestamp"`
+			Score          *float64        `json:"similarity_score"`
+			Profile        *string         `json:"profile"`
+			Metadata       json.RawMessage `json:"metadata"`
 		}
 		if json.Unmarshal(e, &h) != nil || h.ConversationID == "" || h.ConversationID == exclude || strings.TrimSpace(h.Content) == "" {
 			continue
+		}
+		if h.Profile == nil && len(h.Metadata) > 0 && h.Metadata[0] == '{' {
+			var md struct {
+				Profile *string `json:"profile"`
+			}
+			_ = json.Unmarshal(h.Metadata, &md)
+			h.Profile = md.Profile
+		}
+		if h.Profile != nil && *h.Profile != profile {
+			continue // another profile's conversation
 		}
 		score := 1.0
 		if h.Score != nil {

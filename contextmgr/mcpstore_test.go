@@ -48,7 +48,7 @@ func TestMCPSearchResultShapes(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			f := &fakeServer{res: tc.res}
 			st := NewMCPStore(f, config.Default().Context.MCPStore)
-			got, err := st.Similar(context.Background(), "invoices <environment_details>noise</environment_details>", "me", 3)
+			got, err := st.Similar(context.Background(), "invoices <environment_details>noise</environment_details>", "me", "personal", 3)
 			if err != nil {
 				t.Fatal(err)
 			}

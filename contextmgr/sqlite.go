@@ -77,9 +77,12 @@ func (s *SQLiteStore) Append(ctx context.Context, conversationID string, turns [
 		return fmt.Errorf("contextmgr: saving: %w", err)
 	}
 	defer tx.Rollback()
-	if _, err := tx.ExecContext(ctx, `INSERT INTO conversations (id, created_at, updated_at, role) VALUES (?, ?, ?, ?)
-		ON CONFLICT(id) DO UPDATE SET updated_at = excluded.updated_at, role = excluded.role`,
-		conversationID, now, now, meta.Role); err != nil {
+	// A conversation continued under another profile belongs to neither: its profile
+	// becomes '', which no profile's similar search reads.
+	if _, err := tx.ExecContext(ctx, `INSERT INTO conversations (id, created_at, updated_at, role, profile) VALUES (?, ?, ?, ?, ?)
+		ON CONFLICT(id) DO UPDATE SET updated_at = excluded.updated_at, role = excluded.role,
+			profile = CASE WHEN conversations.profile = excluded.profile THEN conversations.profile ELSE '' END`,
+		conversationID, now, now, meta.Role, meta.Profile); err != nil {
 		return fmt.Errorf("contextmgr: saving conversation: %w", err)
 	}
 	var seq int64
@@ -155,8 +158,11 @@ const (
 )
 
 // Similar implements Store: BM25 over the full-text index, the best message per
-// conversation, kept when its Match reaches MinScore, with the exchange around it.
-func (s *SQLiteStore) Similar(ctx context.Context, query, exclude string, limit int) ([]Interaction, error) {
+// conversation of the profile, kept when its Match reaches MinScore, with the exchange
+// around it. Conversations without a profile (”: saved before profiles were stored and
+// without a usage row, or continued under two profiles) are offered only to requests
+// without one, which the proxy's handler never makes.
+func (s *SQLiteStore) Similar(ctx context.Context, query, exclude, profile string, limit int) ([]Interaction, error) {
 	minMatch := s.MinScore
 	terms := queryTerms(cleanText(query), 32)
 	if len(terms) == 0 || limit <= 0 {
@@ -167,8 +173,9 @@ func (s *SQLiteStore) Similar(ctx context.Context, query, exclude string, limit 
 		quoted[i] = `"` + t + `"`
 	}
 	rows, err := s.db.QueryContext(ctx, `SELECT m.id, m.conversation_id, m.seq, m.role, m.created_at, matchinfo(messages_fts, 'pcnalx')
-		FROM messages_fts JOIN messages m ON m.id = messages_fts.docid
-		WHERE messages_fts MATCH ? AND m.conversation_id != ? ORDER BY messages_fts.docid DESC LIMIT ?`, strings.Join(quoted, " OR "), exclude, maxCandidates)
+		FROM messages_fts JOIN messages m ON m.id = messages_fts.docid JOIN conversations c ON c.id = m.conversation_id
+		WHERE messages_fts MATCH ? AND m.conversation_id != ? AND c.profile = ?
+		ORDER BY messages_fts.docid DESC LIMIT ?`, strings.Join(quoted, " OR "), exclude, profile, maxCandidates)
 	if err != nil {
 		return nil, fmt.Errorf("contextmgr: searching: %w", err)
 	}

@@ -39,6 +39,8 @@ type Interaction struct {
 type Meta struct {
 	RequestID string
 	Role      string
+	// Profile is the profile the exchange was served under ("": none given).
+	Profile string
 }
 
 // Store keeps conversations. The embedded SQLite store and the MCP store implement it.
@@ -48,8 +50,10 @@ type Store interface {
 	// Append adds turns to the end of a conversation.
 	Append(ctx context.Context, conversationID string, turns []Turn, meta Meta) error
 	// Similar returns up to limit past interactions from conversations other than exclude
-	// that resemble query, best first, already filtered by the store's threshold.
-	Similar(ctx context.Context, query, exclude string, limit int) ([]Interaction, error)
+	// that resemble query, best first, already filtered by the store's threshold. Only
+	// conversations saved under profile are searched: a request never gets another
+	// profile's past (which that profile's backends may not be allowed to see).
+	Similar(ctx context.Context, query, exclude, profile string, limit int) ([]Interaction, error)
 }
 
 // hash identifies a turn by what a client would send back: role, text, tool call ids and

@@ -170,24 +170,31 @@ func (w *writer) run() {
 	}
 }
 
-// save appends what the store does not have yet: the request's turns after the leading ones
-// it already holds (a full-history client resends them every turn; a thin client's
-// prepended history is among them), then the answer.
+// save appends what the store does not have yet, then the answer. A turn the store already
+// holds is skipped wherever it is in the request, not only in a leading run: a
+// full-history client resends the whole conversation every turn, a thin client's
+// prepended history is among the turns, and one turn that differs from what was stored
+// (a message the client edited, or one stored in another form) must not make every turn
+// after it a duplicate. Turns are counted, so a short answer given again ("yes") is new
+// once the request holds it more often than the store.
 func (w *writer) save(ctx context.Context, j job) (int, error) {
 	turns := conversationTurns(j.msgs)
 	stored, err := w.store.History(ctx, j.conv, 0)
 	if err != nil {
 		return 0, err
 	}
-	known := make(map[string]bool, len(stored))
+	have := make(map[string]int, len(stored))
 	for _, t := range stored {
-		known[t.hash()] = true
+		have[t.hash()]++
 	}
-	k := 0
-	for k < len(turns) && known[turns[k].hash()] {
-		k++
+	add := make([]Turn, 0, 2)
+	for _, t := range turns {
+		if h := t.hash(); have[h] > 0 {
+			have[h]--
+			continue
+		}
+		add = append(add, t)
 	}
-	add := turns[k:len(turns):len(turns)]
 	if j.answer.Role != "" {
 		add = append(add, j.answer)
 	}

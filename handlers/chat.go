@@ -66,7 +66,8 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) error {
 	ex.convID = contextmgr.ConversationID(req, r.Header.Get("X-Conversation-ID"))
 
 	// 1. Prompt engineer.
-	pr, err := s.d.Prompt.Prepare(ctx, req, promptengineer.Input{HeaderRole: r.Header.Get("X-Proxy-Role"), AliasRole: aliasRole})
+	pr, err := s.d.Prompt.Prepare(ctx, req, promptengineer.Input{HeaderRole: r.Header.Get("X-Proxy-Role"), AliasRole: aliasRole,
+		ConversationID: ex.convID})
 	if err != nil {
 		return err
 	}
@@ -81,7 +82,8 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) error {
 
 	// 3. Context manager.
 	cin := contextmgr.Input{RequestID: ex.id, ConversationID: ex.convID, Role: ex.role,
-		NoStore: strings.EqualFold(r.Header.Get("X-Proxy-No-Store"), "true"), ContextWindow: contextWindow(s.d.Router, cands)}
+		NoStore: strings.EqualFold(r.Header.Get("X-Proxy-No-Store"), "true"), ContextWindow: contextWindow(s.d.Router, cands),
+		Original: pr.Original, Helper: pr.Helper, Profile: ex.profile}
 	s.d.Context.Enrich(ctx, req, cin)
 	if dryRun(r) {
 		return s.explain(w, ex, pr, cands) // explain mode: no backend call, nothing saved

@@ -25,6 +25,9 @@ type Input struct {
 	HeaderRole string
 	// AliasRole is the role of an "auto:<role>" model alias (empty otherwise).
 	AliasRole roles.Role
+	// ConversationID is the request's conversation key (contextmgr.ConversationID; empty:
+	// unknown). A conversation keeps the role its content was first classified as.
+	ConversationID string
 }
 
 // Signals say which step of the resolution order decided a role (Result.Signal).
@@ -36,7 +39,10 @@ const (
 	SignalMode    = "agent_mode" // "# Current Mode" in the environment details
 	SignalOpening = "agent_role" // the role definition opening the system prompt
 	SignalContent = "content"    // classification of the latest user text
-	SignalDefault = "default"    // nothing matched: general
+	// SignalConversation: the role an earlier turn of the same conversation was classified
+	// as by content (a later turn without an explicit signal keeps it).
+	SignalConversation = "conversation"
+	SignalDefault      = "default" // nothing matched: general
 )
 
 // Result is the outcome of Prepare.
@@ -53,6 +59,14 @@ type Result struct {
 	Injection string
 	// Rewrite is the outcome of the local-model rewrite ("" when no optimizer is set up).
 	Rewrite string
+	// Original is the latest user message as the client sent it, when the optimizer
+	// rewrote it (nil otherwise): what the conversation store should keep, since the
+	// client sends its own words back next turn.
+	Original *backends.Message
+	// Helper reports a helper request (a special request: context condensing, enhance
+	// prompt, commit message): a one-shot that is not the task itself, so it should get
+	// no past context and not be saved as a conversation.
+	Helper bool
 }
 
 // InvalidRoleError is an explicit role that is not one of the eight.
@@ -98,6 +112,15 @@ type Config struct {
 	Injection map[roles.Role]Injection
 	// Optimizer configures the optional rewrite by a local model; zero means off.
 	Optimizer OptimizerConfig
+	// ConversationRoles bounds how many conversations' content-classified roles are
+	// remembered (least recently used first out); zero means 4096, negative turns the
+	// memory off (every turn is classified on its own).
+	ConversationRoles int
+	// ConversationRoleTTL forgets a conversation's role after this long unused; zero
+	// means 6 h.
+	ConversationRoleTTL time.Duration
+	// Now is the clock of the role memory; nil means time.Now.
+	Now func() time.Time
 }
 
 // Engineer resolves roles and applies strategies. It is safe for concurrent use; the
@@ -108,6 +131,7 @@ type Engineer struct {
 	modes map[string]roles.Role
 	strat atomic.Pointer[Strategies]
 	opt   *optimizer
+	conv  *convRoles
 
 	mu       sync.Mutex // guards the fields below
 	source   string
@@ -139,6 +163,7 @@ func New(cfg Config, log *slog.Logger) (*Engineer, error) {
 	if cfg.Optimizer.enabled() {
 		e.opt = newOptimizer(cfg.Optimizer)
 	}
+	e.conv = newConvRoles(cfg.ConversationRoles, cfg.ConversationRoleTTL, cfg.Now)
 	return e, nil
 }
 
@@ -240,6 +265,9 @@ func (e *Engineer) Prepare(ctx context.Context, req *backends.ChatRequest, in In
 	if err != nil {
 		return Result{}, err
 	}
+	if res.Signal == SignalContent {
+		e.conv.put(in.ConversationID, res.Role)
+	}
 	e.byRole[roleIndex(res.Role)].Add(1)
 	c, ok := e.bySignal.Load(res.Signal)
 	if !ok {
@@ -248,12 +276,20 @@ func (e *Engineer) Prepare(ctx context.Context, req *backends.ChatRequest, in In
 	c.(*atomic.Int64).Add(1)
 
 	strat := st.strategyFor(res.Role)
+	res.Helper = sp != nil
 	switch {
 	case e.opt == nil:
 	case sp != nil:
 		res.Rewrite = RewriteHelper // a helper's prompt is the agent's, not the user's words
 	default:
+		var orig backends.Message
+		if n := len(req.Messages); n > 0 {
+			orig = req.Messages[n-1] // the rewrite replaces the content, never edits its bytes
+		}
 		res.Rewrite = e.opt.rewrite(ctx, req, strat)
+		if res.Rewrite == RewriteDone || res.Rewrite == RewriteCached {
+			res.Original = &orig
+		}
 	}
 	block := strat.block
 	if sp != nil {
@@ -282,7 +318,8 @@ func (e *Engineer) injection(r roles.Role) Injection {
 	return InjectAppend
 }
 
-// Resolve works out the role of req without editing it.
+// Resolve works out the role of req without editing it. It reads the conversation role
+// memory but does not add to it.
 func (e *Engineer) Resolve(req *backends.ChatRequest, in Input) (Result, error) {
 	res, _, err := e.resolve(e.strat.Load(), req, in)
 	return res, err
@@ -348,6 +385,12 @@ func (e *Engineer) resolve(st *Strategies, req *backends.ChatRequest, in Input) 
 		note = fmt.Sprintf("; agent mode %q is not in prompt.modes", unmapped)
 	}
 
+	// A conversation whose content was classified before keeps that role: its guidance
+	// (and so the provider's prompt cache) and its route stay the same turn to turn.
+	if r, ok := e.conv.get(in.ConversationID); ok {
+		return Result{Role: r, Signal: SignalConversation,
+			Reason: fmt.Sprintf("conversation role (first classified as %s)%s", r, note)}, nil, nil
+	}
 	if ui >= 0 {
 		text := userText(headText(req.Messages[ui].Content, st.MaxBytes+512))
 		r, score, hits, ok := st.classify(text)
@@ -377,7 +420,7 @@ func (e *Engineer) Status() any {
 		strat["degraded"] = true
 	}
 	e.mu.Unlock()
-	out := map[string]any{"strategies": strat, "roles": byRole, "signals": bySignal}
+	out := map[string]any{"strategies": strat, "roles": byRole, "signals": bySignal, "conversation_roles": e.conv.len()}
 	if e.opt != nil {
 		out["optimizer"] = e.opt.status()
 	} else {

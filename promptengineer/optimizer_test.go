@@ -87,6 +87,10 @@ func TestRewriteSuccessAndCache(t *testing.T) {
 	if got := req.Messages[1].Text(0); got != "Write table-driven Go unit tests for Clamp(x, lo, hi) covering x below, inside and above the range." {
 		t.Errorf("user message after rewrite: %q", got)
 	}
+	// The client's own words are handed back for the conversation store.
+	if res.Original == nil || res.Original.Text(0) != "write tests for clamp" || string(res.Original.JSON()) != `{"role":"user","content":"write tests for clamp"}` {
+		t.Errorf("original message not kept: %+v", res.Original)
+	}
 	if m.count() != 1 || m.calls[0].Model != "qwen3-30b-a3b" || !strings.Contains(m.calls[0].Messages[0].Content, "Act as a test engineer") ||
 		m.calls[0].Messages[1].Content != "write tests for clamp" {
 		t.Errorf("local model calls: %+v", m.calls)
@@ -99,6 +103,9 @@ func TestRewriteSuccessAndCache(t *testing.T) {
 	res, _ = e.Prepare(context.Background(), again, Input{})
 	if res.Rewrite != RewriteCached || m.count() != 1 {
 		t.Errorf("repeat: rewrite %q, %d model calls; want a cache hit and 1 call", res.Rewrite, m.count())
+	}
+	if res.Original == nil || res.Original.Text(0) != "write tests for clamp" {
+		t.Errorf("cached rewrite: original message not kept: %+v", res.Original)
 	}
 	if string(again.UpstreamBody("m")) != string(req.UpstreamBody("m")) {
 		t.Error("the cached rewrite differs from the first")
@@ -169,6 +176,9 @@ func TestRewriteFallbacks(t *testing.T) {
 			res, err := e.Prepare(context.Background(), req, Input{})
 			if err != nil {
 				t.Fatal(err)
+			}
+			if res.Original != nil {
+				t.Errorf("an original is reported for a message that was not rewritten")
 			}
 			if res.Rewrite != tt.want || m.count() != tt.calls {
 				t.Errorf("rewrite %q with %d model calls; want %q with %d", res.Rewrite, m.count(), tt.want, tt.calls)

@@ -93,6 +93,13 @@ var migrations = []string{
 		UNIQUE (conversation_id, seq)
 	);
 	CREATE VIRTUAL TABLE IF NOT EXISTS messages_fts USING fts4(body, tokenize=porter);`,
+	// 3: the profile a conversation was served under, so that similar past interactions
+	// stay within their profile. Existing conversations take the profile of their latest
+	// usage row; one without any keeps '' and is offered to no profile.
+	`ALTER TABLE conversations ADD COLUMN profile TEXT NOT NULL DEFAULT '';
+	UPDATE conversations SET profile = u.profile
+		FROM (SELECT conversation_id, profile, MAX(id) FROM usage WHERE conversation_id != '' GROUP BY conversation_id) AS u
+		WHERE u.conversation_id = conversations.id;`,
 }
 
 func (db *DB) migrate(ctx context.Context) error {
