@@ -201,6 +201,7 @@ func (s *Server) attempt(ctx context.Context, w http.ResponseWriter, ex *exchang
 				Message: fmt.Sprintf("%s answered a stream request with JSON after the stream had started", c.Backend)}
 		}
 		if errors.Is(err, errClientGone) {
+			lastErr = err
 			break
 		}
 		if err == nil {

@@ -425,3 +425,17 @@ func TestVertexTranslationErrorFallsOverToNanoGPT(t *testing.T) {
 		t.Errorf("observed attempts (-want +got):\n%s", diff)
 	}
 }
+
+// A client that leaves while only keep-alives have been sent ends the request: no
+// fallback is started for nobody, and the usage row says 499.
+func TestClientLeavesDuringEarlyKeepAlives(t *testing.T) {
+	e := newSFEnv(t, time.Nanosecond, nil, "slow", "ok")
+	resp, _ := slowStream(t, e)
+	resp.Body.Close()
+	row := e.usage.last()
+	if row.StatusCode != 499 || row.Attempts != 1 || e.up.body("ok") != nil {
+		t.Errorf("usage row status=%d attempts=%d, ok called: %v; want 499 after one attempt and no fallback",
+			row.StatusCode, row.Attempts, e.up.body("ok") != nil)
+	}
+	close(e.up.release)
+}
