@@ -471,15 +471,16 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, ex *exchange, ca
 	switch {
 	case upstreamErr != nil && clientErr == nil:
 		recErr = upstreamErr
-		s.settle(ex, cand, upstreamErr)
-	case streamErr != nil && status != 499:
-		recErr = &backends.APIError{Status: status, Message: streamErr.Error()}
-		s.settle(ex, cand, streamErr)
 	case streamErr != nil:
 		recErr = &backends.APIError{Status: status, Message: streamErr.Error()}
-		s.settle(ex, cand, nil) // the client left; the upstream did its part
+	}
+	switch {
+	case upstreamErr != nil:
+		s.settle(ex, cand, upstreamErr)
+	case streamErr != nil && status != 499:
+		s.settle(ex, cand, streamErr)
 	default:
-		s.settle(ex, cand, nil)
+		s.settle(ex, cand, nil) // a client that left says nothing of the upstream
 	}
 	if usage == nil {
 		est := &backends.Usage{PromptTokens: ex.promptBytes(cand.Model) / 4, CompletionTokens: estimateFromChunks(outBytes)}

@@ -67,9 +67,9 @@ func sfChunk(model, delta string) string {
 // sfUpstream is an OpenAI-compatible upstream chosen by model name: "ok…" answers (no
 // usage when it is "okNoUsage"); "inband…" answers 200 with only an error (a stream's
 // in-band event, or a JSON error envelope; "inband400" a 400 one); "midfail" streams
-// content, then an in-band error and [DONE]; "slow…" sends a keep-alive comment and waits
-// for release, then answers ("slow"), breaks off ("slowcut") or sends an in-band error
-// ("slowerr").
+// content, then an in-band error and [DONE] ("cutafter" breaks off instead); "slow…"
+// sends a keep-alive comment and waits for release, then answers ("slow"), breaks off
+// ("slowcut") or sends an in-band error ("slowerr").
 type sfUpstream struct {
 	srv     *httptest.Server
 	release chan struct{}
@@ -133,6 +133,11 @@ func (u *sfUpstream) serve(w http.ResponseWriter, r *http.Request) {
 		inband(400)
 	case strings.HasPrefix(m, "inband"):
 		inband(503)
+	case m == "cutafter":
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, sfChunk(m, `{"role":"assistant","content":""}`)+sfChunk(m, `{"content":"Partial"}`))
+		w.(http.Flusher).Flush()
+		panic(http.ErrAbortHandler)
 	case m == "midfail":
 		w.Header().Set("Content-Type", "text/event-stream")
 		io.WriteString(w, sfChunk(m, `{"role":"assistant","content":""}`)+sfChunk(m, `{"content":"Partial"}`)+inbandErr+"data: [DONE]\n\n")
@@ -438,4 +443,21 @@ func TestClientLeavesDuringEarlyKeepAlives(t *testing.T) {
 			row.StatusCode, row.Attempts, e.up.body("ok") != nil)
 	}
 	close(e.up.release)
+}
+
+// A stream that breaks off after its first content gets the proxy's one error event, and
+// the model is counted as failed, not healthy, and not pinned.
+func TestStreamBrokenAfterContentCountsAsFailure(t *testing.T) {
+	e := newSFEnv(t, 0, nil, "cutafter", "ok")
+	res := e.chat(t, true)
+	if n := strings.Count(res.body, `data: {"error"`); n != 1 || !strings.Contains(res.body, "Partial") {
+		t.Errorf("body %s; want the partial content and one error event", res.body)
+	}
+	obs, pin := e.router.seen()
+	if diff := cmp.Diff([]string{"cutafter 502"}, obs); diff != "" {
+		t.Errorf("observed attempts (-want +got):\n%s", diff)
+	}
+	if len(pin) != 0 {
+		t.Errorf("pinned %v after a broken stream", pin)
+	}
 }
