@@ -253,6 +253,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 
 		MaxAttempts:     cfg.Routing.MaxAttempts,
 		MaxFailoverTime: cfg.Routing.MaxFailoverTime,
+
+		CommitHeadersAfter: cfg.Upstream.CommitHeadersAfter,
 	}, handlers.Deps{
 		Log:      log,
 		Prompt:   prompt,

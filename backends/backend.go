@@ -82,6 +82,10 @@ type Event struct {
 	// Content reports that the chunk carries model output (text, reasoning or a tool call),
 	// as opposed to role-only, comment or usage events.
 	Content bool
+	// Err is set on an in-band upstream error: a data event whose top-level "error"
+	// member is an object or a string, sent inside a 200 stream. Its Status comes from
+	// the error's numeric code or status (502 without one); its Message is the upstream's.
+	Err *APIError
 }
 
 // Usage is OpenAI token usage.
@@ -106,6 +110,11 @@ type APIError struct {
 	NoRetry bool
 	// Backend names the upstream that produced the error (empty for the proxy's own).
 	Backend string
+	// Untranslatable marks an error the proxy found itself while translating the request
+	// for Backend (e.g. a part type or a tool message Gemini cannot take): the request may
+	// still be valid for another backend, so the error is retryable elsewhere, and it says
+	// nothing about the upstream's health.
+	Untranslatable bool
 	// Err is an underlying cause, never shown to the client.
 	Err error
 }
@@ -170,14 +179,18 @@ func AsAPIError(backend string, err error) *APIError {
 
 // Retryable reports whether another candidate may serve a request that failed with err
 // before any byte reached the client: transport errors, timeouts, an upstream's own
-// 401/403 (its key or project), 402, 404 (model not found), 408, 409, 429 and 5xx. A 400
-// caused by the request itself is never retried.
+// 401/403 (its key or project), 402, 404 (model not found), 408, 409, 429 and 5xx, and a
+// request the proxy could not translate for that backend (Untranslatable). A 400 caused by
+// the request itself is never retried.
 func Retryable(err error) bool {
 	if errors.Is(err, context.Canceled) {
 		return false
 	}
 	var ae *APIError
 	if !errors.As(err, &ae) {
+		return true
+	}
+	if ae.Untranslatable {
 		return true
 	}
 	if ae.Backend == "" { // the proxy's own errors

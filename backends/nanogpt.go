@@ -2,6 +2,7 @@ package backends
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -148,12 +149,13 @@ func (n *NanoGPT) ChatCompletion(ctx context.Context, call *Call) (*Response, er
 	if resp.StatusCode/100 != 2 {
 		defer cancel(nil)
 		defer resp.Body.Close()
-		return nil, n.readError(resp)
+		return nil, n.readError(resp, cancel)
 	}
 	ctype := resp.Header.Get("Content-Type")
 	if call.Request.Stream && strings.HasPrefix(ctype, "text/event-stream") {
 		sr := NewSSEReader(resp.Body)
 		sr.Transform = addReasoningContentChunk
+		sr.Backend = n.Name()
 		if n.cfg.IdleTimeout > 0 {
 			idle := time.AfterFunc(n.cfg.IdleTimeout, func() { cancel(ErrIdleTimeout) })
 			sr.OnRead = func() { idle.Reset(n.cfg.IdleTimeout) }
@@ -205,6 +207,11 @@ func (n *NanoGPT) ChatCompletion(ctx context.Context, call *Call) (*Response, er
 	if json.Unmarshal(b, &meta) != nil {
 		return nil, &APIError{Status: http.StatusBadGateway, Type: "upstream_error", Code: "bad_upstream_response",
 			Message: "nanogpt: upstream answered with a body that is not JSON", Backend: n.Name()}
+	}
+	if ae := InBandError(b); ae != nil {
+		// A 200 whose body is an error envelope is a failed attempt, not an answer.
+		ae.Backend = n.Name()
+		return nil, ae
 	}
 	out.Model, out.Usage = meta.Model, meta.Usage
 	return out, nil
@@ -261,9 +268,17 @@ func pickHeaders(h http.Header) http.Header {
 	return out
 }
 
-// readError turns an upstream HTTP error into an APIError keeping status and message.
-func (n *NanoGPT) readError(resp *http.Response) *APIError {
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, n.cfg.MaxErrorBody))
+// readError turns an upstream HTTP error into an APIError keeping status and message. An
+// error body that stalls is bounded like an answer, by the idle timeout (the first-byte
+// timeout when there is none): cancel ends the read, and what arrived is used.
+func (n *NanoGPT) readError(resp *http.Response, cancel context.CancelCauseFunc) *APIError {
+	var rd io.Reader = resp.Body
+	if d := cmp.Or(n.cfg.IdleTimeout, n.cfg.FirstByteTimeout); d > 0 {
+		idle := time.AfterFunc(d, func() { cancel(ErrIdleTimeout) })
+		defer idle.Stop()
+		rd = &idleReader{r: resp.Body, reset: func() { idle.Reset(d) }}
+	}
+	b, _ := io.ReadAll(io.LimitReader(rd, n.cfg.MaxErrorBody))
 	ae := ParseErrorBody(resp.StatusCode, b)
 	ae.Backend = n.Name()
 	ae.RetryAfter = resp.Header.Get("Retry-After")

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
+	"strconv"
 	"sync"
 )
 
@@ -28,6 +30,8 @@ type SSEReader struct {
 	OnRead func()
 	// Err maps a read error to the error Next returns (used to surface a context cause).
 	Err func(error) error
+	// Backend names the upstream in the Err of in-band error events.
+	Backend string
 }
 
 // readers recycles the 32 KiB read buffers of finished streams. A buffer never escapes
@@ -188,15 +192,21 @@ func (s *SSEReader) Next() (Event, error) {
 	}
 	ev.Data = data
 	InspectChunk(&ev)
+	if ev.Err != nil {
+		ev.Err.Backend = s.Backend
+	}
 	return ev, nil
 }
 
-// InspectChunk fills the Usage, UsageOnly and Content fields of ev from ev.Data, which
-// must be valid JSON.
-// It parses only when the payload mentions usage, so plain content deltas cost a scan;
-// then only the usage member is decoded.
+// InspectChunk fills the Usage, UsageOnly, Content and Err fields of ev from ev.Data,
+// which must be valid JSON.
+// It parses only when the payload mentions usage or error, so plain content deltas cost a
+// scan; then only that member is decoded.
 func InspectChunk(ev *Event) {
 	d := ev.Data
+	if bytes.Contains(d, []byte(`"error"`)) {
+		ev.Err = InBandError(d)
+	}
 	if bytes.Contains(d, []byte(`"usage"`)) {
 		// Data is validated JSON (Next checks it before calling).
 		u, ch := lookupTrusted(d, "usage"), lookupTrusted(d, "choices")
@@ -245,4 +255,30 @@ func memberStarts(d []byte, key string, str bool) bool {
 			return true
 		}
 	}
+}
+
+// InBandError returns the error a 200 answer carries instead of a completion: a JSON
+// object whose top-level "error" member is an object or a string (nil otherwise; "error":
+// null is no error). The status is the error's numeric "code" or "status" when it is an
+// HTTP error status, else 502; message, type, code and param are the upstream's.
+// Backend is left for the caller to set.
+func InBandError(d []byte) *APIError {
+	e := lookupTrusted(d, "error")
+	if len(e) == 0 || (e[0] != '{' && e[0] != '"') {
+		return nil
+	}
+	status := http.StatusBadGateway
+	if e[0] == '{' {
+		for _, k := range []string{"code", "status"} {
+			if n, err := strconv.Atoi(string(lookupTrusted(e, k))); err == nil && n >= 400 && n <= 599 {
+				status = n
+				break
+			}
+		}
+	}
+	ae := ParseErrorBody(status, d)
+	if status == http.StatusBadGateway && ae.Type == "server_error" {
+		ae.Type = "upstream_error"
+	}
+	return ae
 }

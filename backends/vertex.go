@@ -123,7 +123,10 @@ func (v *Vertex) ChatCompletion(ctx context.Context, call *Call) (*Response, err
 		if err != nil {
 			return nil, v.mapError(ctx, err)
 		}
-		body, usage := tr.completion(resp)
+		body, usage, err := tr.completion(resp)
+		if err != nil {
+			return nil, err
+		}
 		return &Response{Body: body, Usage: usage, Model: tr.model}, nil
 	}
 	next, stop := iter.Pull2(v.client.Models.GenerateContentStream(ctx, model, contents, gcfg))

@@ -3,6 +3,7 @@ package backends
 import (
 	"bytes"
 	"encoding/json"
+	"net/http"
 	"strings"
 
 	"google.golang.org/genai"
@@ -194,10 +195,32 @@ func (t *translator) record(r *genai.GenerateContentResponse) []Event {
 			}
 		}
 	}
+	if ae := badCall(c); ae != nil {
+		// Gemini gave up on a tool call: an error event, which fails the attempt before
+		// the first content and reaches the client in-band after it.
+		t.finished = true
+		data, _ := json.Marshal(ae)
+		return append(out, Event{Data: data, Raw: append(append([]byte("data: "), data...), "\n\n"...), Err: ae})
+	}
 	if c.FinishReason != "" && c.FinishReason != genai.FinishReasonUnspecified {
 		out = append(out, t.finish(finishReason(c.FinishReason, t.calls > 0)))
 	}
 	return out
+}
+
+// badCall returns the error for a candidate Gemini ended because it could not produce a
+// valid tool call (MALFORMED_FUNCTION_CALL, UNEXPECTED_TOOL_CALL): an answer that would
+// otherwise look like an empty "stop". It is a retryable 502.
+func badCall(c *genai.Candidate) *APIError {
+	if c.FinishReason != genai.FinishReasonMalformedFunctionCall && c.FinishReason != genai.FinishReasonUnexpectedToolCall {
+		return nil
+	}
+	msg := "vertex: Gemini ended the answer with " + string(c.FinishReason)
+	if c.FinishMessage != "" {
+		msg += ": " + c.FinishMessage
+	}
+	return &APIError{Status: http.StatusBadGateway, Type: "upstream_error", Code: strings.ToLower(string(c.FinishReason)),
+		Message: msg, Backend: "vertex"}
 }
 
 func (t *translator) finish(reason string) Event {
@@ -216,9 +239,15 @@ func (t *translator) tail() []Event {
 	return append(out, Event{Raw: done, Done: true})
 }
 
-// completion translates a unary GenerateContent answer into a chat.completion body.
-func (t *translator) completion(r *genai.GenerateContentResponse) ([]byte, *Usage) {
+// completion translates a unary GenerateContent answer into a chat.completion body; an
+// answer Gemini ended on a malformed or unexpected tool call is an error (see badCall).
+func (t *translator) completion(r *genai.GenerateContentResponse) ([]byte, *Usage, error) {
 	t.noteModel(r)
+	if len(r.Candidates) > 0 {
+		if ae := badCall(r.Candidates[0]); ae != nil {
+			return nil, nil, ae
+		}
+	}
 	msg := &oaMessage{Role: "assistant"}
 	reason := "stop"
 	var text, thoughts strings.Builder
@@ -250,5 +279,5 @@ func (t *translator) completion(r *genai.GenerateContentResponse) ([]byte, *Usag
 	u := mapUsage(r.UsageMetadata)
 	body := encodeJSON(oaCompletion{ID: t.completionID(), Object: "chat.completion", Created: t.created, Model: t.model,
 		Choices: []oaChoice{{Message: msg, FinishReason: &reason}}, Usage: u})
-	return body, u.usage()
+	return body, u.usage(), nil
 }

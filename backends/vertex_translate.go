@@ -120,9 +120,12 @@ func translateRequest(ctx context.Context, log *slog.Logger, cache *declCache, r
 	return contents, cfg, nil
 }
 
+// badRequest is a request the proxy cannot translate for Gemini. It is a 400 to the client
+// when no other candidate takes it, but Untranslatable: NanoGPT takes the OpenAI format
+// as it is, so the request falls over rather than failing here.
 func badRequest(param, format string, args ...any) *APIError {
 	return &APIError{Status: http.StatusBadRequest, Type: "invalid_request_error", Param: param,
-		Message: fmt.Sprintf(format, args...), Backend: "vertex"}
+		Message: fmt.Sprintf(format, args...), Backend: "vertex", Untranslatable: true}
 }
 
 // translateMessages turns the conversation into Gemini contents (consecutive turns of the

@@ -61,6 +61,10 @@ type Upstream struct {
 	FirstByteTimeout time.Duration `yaml:"first_byte_timeout"`
 	// IdleTimeout bounds the silence inside a stream (an SSE error event past it).
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// CommitHeadersAfter: a stream still without content this long after the request
+	// arrived sends the client its 200, SSE headers and the upstream's keep-alive comments
+	// (failover stays possible until the first data event); 0 holds them until content.
+	CommitHeadersAfter time.Duration `yaml:"commit_headers_after"`
 }
 
 // NanoGPT configures the NanoGPT backend and its subscription quota.
@@ -196,6 +200,8 @@ func Default() Config {
 		Upstream: Upstream{
 			FirstByteTimeout: 5 * time.Minute,
 			IdleTimeout:      2 * time.Minute,
+
+			CommitHeadersAfter: 8 * time.Second,
 		},
 		NanoGPT: NanoGPT{
 			BaseURL:      "https://nano-gpt.com/api/v1",
@@ -350,7 +356,7 @@ func (c *Config) Validate() error {
 	if c.Storage.FlushInterval <= 0 {
 		bad("storage.flush_interval: must be positive")
 	}
-	if c.Upstream.FirstByteTimeout < 0 || c.Upstream.IdleTimeout < 0 {
+	if c.Upstream.FirstByteTimeout < 0 || c.Upstream.IdleTimeout < 0 || c.Upstream.CommitHeadersAfter < 0 {
 		bad("upstream timeouts must not be negative")
 	}
 	errs = append(errs, c.Research.validate()...)

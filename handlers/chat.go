@@ -1,6 +1,8 @@
 package handlers
 
 import (
+	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -31,6 +33,24 @@ type exchange struct {
 	attempts int
 	// bodyLen is the size of the client body, for token estimates.
 	bodyLen int
+	// headersSent: the 200 and SSE headers (and maybe keep-alive comments) went out before
+	// the first data event; failover is still possible, but a failure is now in-band.
+	headersSent bool
+	// commitLatency is the time from the served attempt's start to its first content.
+	commitLatency time.Duration
+}
+
+// promptBytes is the size of the body sent upstream for model (after the guidance and
+// context stages), for token estimates when the upstream reports no usage.
+func (ex *exchange) promptBytes(model string) int {
+	if ex.req == nil {
+		return ex.bodyLen
+	}
+	n := 0
+	for _, p := range ex.req.UpstreamParts(model) {
+		n += len(p)
+	}
+	return n
 }
 
 // chat is POST /v1/chat/completions: the five stages, in order.
@@ -90,27 +110,26 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) error {
 	}
 	tracker := s.d.Context.Track(req, cin)
 
-	// 4. Backend, with fallback until the first byte reaches the client.
-	resp, cand, pre, err := s.attempt(ctx, ex, cands, r.Header)
+	// 4. Backend, with fallback until the first data event reaches the client.
+	resp, cand, pre, err := s.attempt(ctx, w, ex, cands, r.Header)
 	if err != nil {
-		if ex.attempts > 0 {
-			w.Header().Set("X-Proxy-Attempts", strconv.Itoa(ex.attempts))
-		}
 		if tracker != nil {
 			tracker.Finish(false)
 		}
 		s.record(ex, cand, nil, err, 0)
+		if ex.headersSent {
+			// The 200 is out: the failure of every candidate is one in-band error event.
+			s.writeErrorEvent(w, toAPIError(err))
+			return nil
+		}
+		if ex.attempts > 0 {
+			w.Header().Set("X-Proxy-Attempts", strconv.Itoa(ex.attempts))
+		}
 		return err
 	}
 	defer resp.Close()
-	h := w.Header()
-	h.Set("X-Proxy-Model", cand.Model)
-	h.Set("X-Proxy-Backend", cand.Backend)
-	h.Set("X-Proxy-Attempts", strconv.Itoa(ex.attempts))
-	for k, v := range resp.Header {
-		h[k] = v
-	}
 	if resp.Stream == nil {
+		h := answerHeaders(w, ex, cand, resp)
 		h.Set("Content-Type", "application/json")
 		h.Set("Content-Length", strconv.Itoa(len(resp.Body)))
 		w.WriteHeader(http.StatusOK)
@@ -123,7 +142,7 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) error {
 		}
 		// 5. Usage tracker.
 		if resp.Usage == nil {
-			s.recordWith(ex, cand, estimateJSONUsage(ex.bodyLen, resp.Body), true, nil, 0, http.StatusOK)
+			s.recordWith(ex, cand, estimateJSONUsage(ex.promptBytes(cand.Model), resp.Body), true, nil, 0, http.StatusOK)
 			return nil
 		}
 		s.record(ex, cand, resp.Usage, nil, 0)
@@ -136,12 +155,19 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) error {
 // maxPending caps the events held back before the first content chunk.
 const maxPending = 64
 
+// errClientGone means writing an early keep-alive to the client failed.
+var errClientGone = errors.New("handlers: writing to the client failed")
+
 // attempt tries the candidates in order. A streaming answer is read up to its first content
-// chunk before it is committed, so a stream that dies before any output also falls over to
-// the next candidate. pre holds the events read so far (to be written first). Attempts are
-// bounded by Config.MaxAttempts and no new attempt starts after Config.MaxFailoverTime; a
-// failure the request itself caused (a 400) is never retried elsewhere.
-func (s *Server) attempt(ctx context.Context, ex *exchange, cands []routing.Candidate, hdr http.Header) (*backends.Response, routing.Candidate, []backends.Event, error) {
+// chunk before it is committed, so a stream that dies before any output, or that carries
+// only an in-band error, also falls over to the next candidate. pre holds the data events
+// read so far (to be written first). Once Config.CommitHeadersAfter has passed with no
+// content, the 200 and SSE headers and the upstream's keep-alive comments go out as they
+// arrive (see earlyHeaders); failover stays possible until the first data event is written.
+// Attempts are bounded by Config.MaxAttempts and no new attempt starts after
+// Config.MaxFailoverTime; a failure the request itself caused (a 400) is never retried
+// elsewhere. A streaming answer is observed (health, stickiness) when it ends, in stream.
+func (s *Server) attempt(ctx context.Context, w http.ResponseWriter, ex *exchange, cands []routing.Candidate, hdr http.Header) (*backends.Response, routing.Candidate, []backends.Event, error) {
 	var lastErr error
 	var last routing.Candidate
 	obs, _ := s.d.Router.(AttemptObserver)
@@ -161,24 +187,38 @@ func (s *Server) attempt(ctx context.Context, ex *exchange, cands []routing.Cand
 		t0 := s.d.Now()
 		resp, err := be.ChatCompletion(ctx, &backends.Call{Model: c.Model, Request: ex.req, Header: hdr})
 		var pre []backends.Event
-		if err == nil && resp.Stream != nil {
-			pre, err = readToFirstContent(resp.Stream)
+		switch {
+		case err != nil:
+		case resp.Stream != nil:
+			pre, err = s.readToFirstContent(w, ex, c, resp)
 			if err != nil {
 				resp.Close()
-				err = backends.AsAPIError(c.Backend, fmt.Errorf("%s: stream failed before its first content: %w", c.Backend, err))
+				if !errors.Is(err, errClientGone) {
+					err = backends.AsAPIError(c.Backend, fmt.Errorf("%s: stream failed before its first content: %w", c.Backend, err))
+				}
 			}
+		case ex.headersSent:
+			// SSE headers are out and this upstream answered the stream request with JSON.
+			err = &backends.APIError{Status: http.StatusBadGateway, Type: "upstream_error", Code: "bad_upstream_response", Backend: c.Backend,
+				Message: fmt.Sprintf("%s answered a stream request with JSON after the stream had started", c.Backend)}
 		}
-		if obs != nil && ctx.Err() == nil {
-			obs.Observe(c, err, s.d.Now().Sub(t0))
+		if errors.Is(err, errClientGone) {
+			lastErr = err
+			break
 		}
 		if err == nil {
-			if p, ok := s.d.Router.(ConversationPinner); ok {
-				p.Pin(ex.convID, c)
-			}
 			if ex.attempts > 1 {
 				s.d.Log.Info("served by fallback", "request_id", ex.id, "backend", c.Backend, "model", c.Model, "attempt", ex.attempts)
 			}
+			ex.commitLatency = s.d.Now().Sub(t0)
+			if resp.Stream == nil {
+				s.settle(ex, c, nil)
+			}
 			return resp, c, pre, nil
+		}
+		var ae *backends.APIError
+		if obs != nil && ctx.Err() == nil && !(errors.As(err, &ae) && ae.Untranslatable) {
+			obs.Observe(c, err, s.d.Now().Sub(t0)) // the proxy's own translation failure says nothing of the upstream
 		}
 		lastErr = err
 		s.d.Log.Warn("upstream attempt failed", "request_id", ex.id, "backend", c.Backend, "model", c.Model,
@@ -187,8 +227,8 @@ func (s *Server) attempt(ctx context.Context, ex *exchange, cands []routing.Cand
 			break
 		}
 	}
-	if ctx.Err() != nil {
-		return nil, last, nil, &backends.APIError{Status: 499, Type: "client_closed_request", Message: "client closed the request", Err: ctx.Err()}
+	if ctx.Err() != nil || errors.Is(lastErr, errClientGone) {
+		return nil, last, nil, &backends.APIError{Status: 499, Type: "client_closed_request", Message: "client closed the request", Err: cmp.Or(ctx.Err(), lastErr)}
 	}
 	if lastErr == nil {
 		lastErr = &backends.APIError{Status: 503, Type: "server_error", Code: "no_backend", Message: "no configured backend can serve this request"}
@@ -196,17 +236,57 @@ func (s *Server) attempt(ctx context.Context, ex *exchange, cands []routing.Cand
 	return nil, last, nil, backends.AsAPIError(last.Backend, lastErr)
 }
 
+// settle tells the router how the served attempt ended: err nil (or a failure of the
+// client's) counts as a success and pins the conversation to c; an upstream failure,
+// in-band or a broken stream, counts against c and does not pin.
+func (s *Server) settle(ex *exchange, c routing.Candidate, err error) {
+	if obs, ok := s.d.Router.(AttemptObserver); ok {
+		obs.Observe(c, err, ex.commitLatency)
+	}
+	if p, ok := s.d.Router.(ConversationPinner); ok && err == nil {
+		p.Pin(ex.convID, c)
+	}
+}
+
 // readToFirstContent reads events until one carries output, the stream ends, or maxPending
-// events are held. The events are copied: they outlive the stream's buffer.
-func readToFirstContent(st backends.EventStream) ([]backends.Event, error) {
+// events are held. The events are copied: they outlive the stream's buffer. An in-band
+// error event fails the attempt. Keep-alive comments go to the client at once when
+// earlyHeaders allows it, else they are held with the data events.
+func (s *Server) readToFirstContent(w http.ResponseWriter, ex *exchange, c routing.Candidate, resp *backends.Response) ([]backends.Event, error) {
 	var pre []backends.Event
 	for len(pre) < maxPending {
-		ev, err := st.Next()
+		ev, err := resp.Stream.Next()
 		if err != nil {
 			if errors.Is(err, io.EOF) {
 				return pre, nil
 			}
 			return nil, err
+		}
+		if ev.Err != nil {
+			if ev.Err.Backend == "" {
+				ev.Err.Backend = c.Backend
+			}
+			return nil, ev.Err
+		}
+		if isComment(ev) && s.earlyHeaders(w, ex, c, resp) {
+			held := pre[:0]
+			for _, p := range pre {
+				if isComment(p) {
+					if _, err := w.Write(p.Raw); err != nil {
+						return nil, errClientGone
+					}
+					continue
+				}
+				held = append(held, p)
+			}
+			pre = held
+			if _, err := w.Write(ev.Raw); err != nil {
+				return nil, errClientGone
+			}
+			if http.NewResponseController(w).Flush() != nil {
+				return nil, errClientGone
+			}
+			continue
 		}
 		pre = append(pre, copyEvent(ev))
 		if ev.Content || ev.Done || ev.Usage != nil {
@@ -214,6 +294,73 @@ func readToFirstContent(st backends.EventStream) ([]backends.Event, error) {
 		}
 	}
 	return pre, nil
+}
+
+// isComment reports whether ev is only SSE comment lines (keep-alives), which clients ignore.
+func isComment(ev backends.Event) bool {
+	if ev.Data != nil || ev.Done {
+		return false
+	}
+	for line := range bytes.Lines(ev.Raw) {
+		if l := bytes.TrimRight(line, "\r\n"); len(l) > 0 && l[0] != ':' {
+			return false
+		}
+	}
+	return true
+}
+
+// earlyHeaders reports whether the response headers are out, sending them first when
+// Config.CommitHeadersAfter has passed since the request arrived (0: never early). Early
+// headers name the candidate being tried then (X-Proxy-Model, X-Proxy-Backend,
+// X-Proxy-Attempts); a later fallback cannot change them.
+func (s *Server) earlyHeaders(w http.ResponseWriter, ex *exchange, c routing.Candidate, resp *backends.Response) bool {
+	if ex.headersSent {
+		return true
+	}
+	if d := s.cfg.CommitHeadersAfter; d <= 0 || s.d.Now().Sub(ex.start) < d {
+		return false
+	}
+	s.d.Log.Info("response headers sent before the first content", "request_id", ex.id, "backend", c.Backend, "model", c.Model, "attempt", ex.attempts)
+	s.writeStreamHeaders(w, ex, c, resp)
+	return true
+}
+
+// writeStreamHeaders sends the 200 and SSE headers of a streaming answer, once.
+func (s *Server) writeStreamHeaders(w http.ResponseWriter, ex *exchange, c routing.Candidate, resp *backends.Response) {
+	if ex.headersSent {
+		return
+	}
+	ex.headersSent = true
+	h := answerHeaders(w, ex, c, resp)
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("Connection", "keep-alive")
+	h.Set("X-Accel-Buffering", "no")
+	rc := http.NewResponseController(w)
+	_ = rc.SetWriteDeadline(time.Time{})
+	w.WriteHeader(http.StatusOK)
+	_ = rc.Flush()
+}
+
+// answerHeaders sets the X-Proxy-* headers naming candidate c and the upstream's own
+// headers worth passing on.
+func answerHeaders(w http.ResponseWriter, ex *exchange, c routing.Candidate, resp *backends.Response) http.Header {
+	h := w.Header()
+	h.Set("X-Proxy-Model", c.Model)
+	h.Set("X-Proxy-Backend", c.Backend)
+	h.Set("X-Proxy-Attempts", strconv.Itoa(ex.attempts))
+	for k, v := range resp.Header {
+		h[k] = v
+	}
+	return h
+}
+
+// writeErrorEvent reports a failure in-band, after the 200 went out: one data event with
+// the error envelope.
+func (s *Server) writeErrorEvent(w http.ResponseWriter, ae *backends.APIError) {
+	b, _ := json.Marshal(ae)
+	_, _ = w.Write(append(append([]byte("data: "), b...), "\n\n"...))
+	_ = http.NewResponseController(w).Flush()
 }
 
 func copyEvent(ev backends.Event) backends.Event {
@@ -231,14 +378,8 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, ex *exchange, ca
 	resp *backends.Response, pre []backends.Event, tracker contextmgr.Tracker) {
 	s.stats.streaming.Add(1)
 	defer s.stats.streaming.Add(-1)
+	s.writeStreamHeaders(w, ex, cand, resp)
 	rc := http.NewResponseController(w)
-	_ = rc.SetWriteDeadline(time.Time{})
-	h := w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-cache")
-	h.Set("Connection", "keep-alive")
-	h.Set("X-Accel-Buffering", "no")
-	w.WriteHeader(http.StatusOK)
 
 	var usage *backends.Usage
 	var ttft time.Duration
@@ -275,6 +416,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, ex *exchange, ca
 		return nil
 	}
 	var streamErr error
+	var upstreamErr *backends.APIError // an in-band error the upstream sent after the first content
 	for _, ev := range pre {
 		if streamErr = write(ev); streamErr != nil {
 			break
@@ -283,17 +425,29 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, ex *exchange, ca
 	for streamErr == nil && !done {
 		ev, err := resp.Stream.Next()
 		if err != nil {
-			if !errors.Is(err, io.EOF) {
+			if !errors.Is(err, io.EOF) && upstreamErr == nil {
 				streamErr = err
 			}
 			break
 		}
+		if ev.Err != nil && upstreamErr == nil {
+			upstreamErr = ev.Err
+			if upstreamErr.Backend == "" {
+				upstreamErr.Backend = cand.Backend
+			}
+		}
+		// An in-band error is forwarded as the upstream sent it, and what follows it.
 		if streamErr = write(ev); streamErr != nil {
 			break
 		}
 	}
 	status := http.StatusOK
-	if streamErr != nil && clientErr == nil && r.Context().Err() == nil {
+	if upstreamErr != nil && clientErr == nil {
+		// The client has the provider's own error event: the proxy adds none.
+		status, streamErr = upstreamErr.Status, upstreamErr
+		s.d.Log.Warn("upstream sent an error in the stream after the first byte", "request_id", ex.id, "backend", cand.Backend,
+			"model", cand.Model, "status", status, "err", upstreamErr)
+	} else if streamErr != nil && clientErr == nil && r.Context().Err() == nil {
 		// After the first byte a failure can only be reported in-band: one error event,
 		// never a clean end that looks like success.
 		ae := backends.AsAPIError(cand.Backend, streamErr)
@@ -301,9 +455,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, ex *exchange, ca
 			ae = &backends.APIError{Status: 502, Type: "upstream_error", Code: "stream_interrupted", Backend: cand.Backend,
 				Message: fmt.Sprintf("%s: the upstream stream broke off: %v", cand.Backend, streamErr), Err: streamErr}
 		}
-		b, _ := json.Marshal(ae)
-		_, _ = w.Write(append(append([]byte("data: "), b...), "\n\n"...))
-		_ = rc.Flush()
+		s.writeErrorEvent(w, ae)
 		status = ae.Status
 		s.d.Log.Warn("stream failed after first byte", "request_id", ex.id, "backend", cand.Backend, "model", cand.Model, "err", streamErr)
 	} else if clientErr != nil || (r.Context().Err() != nil && !done) {
@@ -318,11 +470,22 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, ex *exchange, ca
 		tracker.Finish(streamErr == nil)
 	}
 	var recErr error
-	if streamErr != nil {
+	switch {
+	case upstreamErr != nil && clientErr == nil:
+		recErr = upstreamErr
+	case streamErr != nil:
 		recErr = &backends.APIError{Status: status, Message: streamErr.Error()}
 	}
+	switch {
+	case upstreamErr != nil:
+		s.settle(ex, cand, upstreamErr)
+	case streamErr != nil && status != 499:
+		s.settle(ex, cand, streamErr)
+	default:
+		s.settle(ex, cand, nil) // a client that left says nothing of the upstream
+	}
 	if usage == nil {
-		est := &backends.Usage{PromptTokens: ex.bodyLen / 4, CompletionTokens: estimateFromChunks(outBytes)}
+		est := &backends.Usage{PromptTokens: ex.promptBytes(cand.Model) / 4, CompletionTokens: estimateFromChunks(outBytes)}
 		est.TotalTokens = est.PromptTokens + est.CompletionTokens
 		s.recordWith(ex, cand, est, true, recErr, ttft, status)
 		return
@@ -347,7 +510,7 @@ func (s *Server) record(ex *exchange, cand routing.Candidate, usage *backends.Us
 	}
 	est := false
 	if usage == nil && err == nil {
-		usage = &backends.Usage{PromptTokens: ex.bodyLen / 4}
+		usage = &backends.Usage{PromptTokens: ex.promptBytes(cand.Model) / 4}
 		usage.TotalTokens = usage.PromptTokens
 		est = true
 	}

@@ -64,6 +64,11 @@ type Config struct {
 	// MaxFailoverTime is the longest after a request's arrival that a new fallback
 	// attempt may start (0: no bound).
 	MaxFailoverTime time.Duration
+
+	// CommitHeadersAfter is how long after a request's arrival a stream with no content
+	// yet may send its 200 and SSE headers with the upstream's keep-alive comments
+	// (failover stays possible until the first data event); 0: only with the first content.
+	CommitHeadersAfter time.Duration
 }
 
 // Deps are the stages and services the handlers call.
