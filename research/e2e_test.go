@@ -25,13 +25,15 @@ const newModel = "acme/coder-x"
 // world is a set of httptest upstreams speaking each source's wire format, plus a
 // rankings file on disk and a running router.
 type world struct {
-	t        *testing.T
-	down     atomic.Bool // every upstream answers 503
-	path     string
-	router   *routing.Router
-	svc      *Service
-	cfg      config.Research
-	statePth string
+	t    *testing.T
+	down atomic.Bool // every upstream answers 503
+	// unsubscribed leaves the new model off NanoGPT's subscription list.
+	unsubscribed atomic.Bool
+	path         string
+	router       *routing.Router
+	svc          *Service
+	cfg          config.Research
+	statePth     string
 }
 
 func withNewModel(t *testing.T, name string, edit func(doc map[string]any)) []byte {
@@ -82,6 +84,10 @@ func newWorld(t *testing.T, rankings []byte) *world {
 		// The new model is also on the subscription, so the personal profile (which
 		// prefers subscription models) puts it first once it ranks first.
 		sub := fixture(t, "nanogpt/subscription-models.json")
+		if w.unsubscribed.Load() {
+			_, _ = rw.Write(sub)
+			return
+		}
 		i := bytes.LastIndex(sub, []byte("}"))
 		i = bytes.LastIndex(sub[:i], []byte("}"))
 		sub = append(append(append([]byte{}, sub[:i+1]...), []byte(`,{"id":"`+newModel+`","object":"model","created":1764000000,"owned_by":"acme"}`)...), sub[i+1:]...)
@@ -369,5 +375,36 @@ func TestRunBuildsOnTheFileNotTheRoutersCopy(t *testing.T) {
 	}
 	if rk := w.router.Rankings(); !rk.Roles["architect"].Pinned || !rk.Roles["testing"].Primary.Pinned {
 		t.Error("the run overwrote pins made in the file since the router's last reload")
+	}
+}
+
+// A new primary that the subscription does not cover is ranked first, but the personal
+// profile (subscription first) keeps serving a covered model: the run says so per profile.
+func TestRunReportsWhatEachProfileServes(t *testing.T) {
+	w := newWorld(t, pinnedRankings(t))
+	w.unsubscribed.Store(true)
+	rep, err := w.svc.Run(context.Background(), false, false, "test")
+	if err != nil || rep.Outcome != "updated" {
+		t.Fatalf("run: %v %+v", err, rep)
+	}
+	var impl *RoleChange
+	for i := range rep.Changes {
+		if rep.Changes[i].Role == "implementation" {
+			impl = &rep.Changes[i]
+		}
+	}
+	if impl == nil || impl.NewPrimary == nil || impl.NewPrimary.Model != newModel {
+		t.Fatalf("implementation change %+v, want %s as the new primary", impl, newModel)
+	}
+	personal, work := impl.ServedFirst["personal"], impl.ServedFirst["work"]
+	if personal == "" || strings.HasSuffix(personal, newModel) {
+		t.Errorf("personal serves %q first; want a subscription model ahead of the unsubscribed %s", personal, newModel)
+	}
+	if work != "nanogpt/"+newModel {
+		t.Errorf("work serves %q first; want nanogpt/%s (vertex is off)", work, newModel)
+	}
+	cands, err := w.router.Select(routing.Request{Model: "auto:implementation", Role: roles.Implementation, Profile: "personal"})
+	if err != nil || cands[0].Backend+"/"+cands[0].Model != personal {
+		t.Errorf("personal actually tries %v first (err %v); the report said %s", cands, err, personal)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/nanogpt-proxy/nanogpt-proxy/config"
+	"github.com/nanogpt-proxy/nanogpt-proxy/roles"
 	"github.com/nanogpt-proxy/nanogpt-proxy/routing"
 )
 
@@ -22,6 +23,12 @@ var ErrRunning = errors.New("research: a run is already in progress")
 // RankingsHolder is the live router; research reloads it after writing the file.
 type RankingsHolder interface {
 	Reload() error
+}
+
+// firstChooser is a RankingsHolder that can say what each profile now serves first for a
+// role (routing.Router).
+type firstChooser interface {
+	FirstChoices(role roles.Role) map[string]string
 }
 
 // Options configures a Service.
@@ -326,6 +333,13 @@ func (s *Service) execute(ctx context.Context, r *RunReport) {
 	}
 	s.mu.Lock()
 	r.Outcome = "updated"
+	if fc, ok := s.o.Router.(firstChooser); ok {
+		for i := range r.Changes {
+			if role, ok := roles.Parse(r.Changes[i].Role); ok {
+				r.Changes[i].ServedFirst = fc.FirstChoices(role)
+			}
+		}
+	}
 	s.mu.Unlock()
 	for _, d := range r.Diff {
 		s.log.Info("research: ranking changed", "run_id", r.ID, "change", d)

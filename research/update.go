@@ -41,6 +41,10 @@ type RoleChange struct {
 	OldFree    *Pick    `json:"old_free_tier,omitempty"`
 	NewFree    *Pick    `json:"new_free_tier,omitempty"`
 	Reason     string   `json:"reason,omitempty"`
+	// ServedFirst is, per profile, what the live router tries first for the role after the
+	// update ("backend/model"): a profile that prefers subscription models may keep serving
+	// one ahead of a better-scored new primary.
+	ServedFirst map[string]string `json:"served_first,omitempty"`
 }
 
 // String is "role: old → new".

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -534,6 +535,24 @@ func (r *Router) StatusSection() any {
 		"explicit_fallback":      r.cfg.ExplicitFallback,
 		"candidates_per_profile": profiles,
 	}
+}
+
+// FirstChoices returns, for every profile, the candidate ("backend/model") a request of
+// role tries first when every backend is healthy and the quota has room: what the rankings
+// in force mean for each profile (research reports it beside a ranking change).
+func (r *Router) FirstChoices(role roles.Role) map[string]string {
+	cp := r.cur.Load()
+	ri := slices.Index(roles.All, role)
+	if ri < 0 {
+		return nil
+	}
+	out := make(map[string]string, len(cp.profiles))
+	for pi, p := range cp.profiles {
+		if n := cp.tables[pi][ri].normal; len(n) > 0 {
+			out[p.Name] = n[0].c.Backend + "/" + n[0].c.Model
+		}
+	}
+	return out
 }
 
 // Catalog returns the models routable by explicit id beyond the rankings (backend
