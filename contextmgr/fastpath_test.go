@@ -1,0 +1,216 @@
+package contextmgr
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+
+	"github.com/nanogpt-proxy/nanogpt-proxy/roles"
+)
+
+// countingStore is the real embedded store, counting the lookups that reach it.
+type countingStore struct {
+	*SQLiteStore
+	history, similar atomic.Int64
+}
+
+func (c *countingStore) History(ctx context.Context, conv string, limit int) ([]Turn, error) {
+	c.history.Add(1)
+	return c.SQLiteStore.History(ctx, conv, limit)
+}
+
+func (c *countingStore) Similar(ctx context.Context, q, excl string, limit int) ([]Interaction, error) {
+	c.similar.Add(1)
+	return c.SQLiteStore.Similar(ctx, q, excl, limit)
+}
+
+// newFast decorates a counting embedded store the way New does, after the startup listing.
+func newFast(t *testing.T, st *SQLiteStore) (*FastPath, *countingStore) {
+	t.Helper()
+	cs := &countingStore{SQLiteStore: st}
+	s := NewFastPath(cs, FastPathOptions{Exclusive: true, HistoryTurns: 4, MaxLookups: 4})
+	f := s.(fastDeleter).FastPath
+	<-f.loaded
+	return f, cs
+}
+
+func exchange(q, a string) []Turn {
+	return []Turn{{Role: "user", Content: q}, {Role: "assistant", Content: a}}
+}
+
+// ignoreAt: the cache stamps turns with its own clock, the store with its own.
+var ignoreAt = cmpopts.IgnoreFields(Turn{}, "At")
+
+func TestFastPathUnknownConversationSkipsStore(t *testing.T) {
+	st, _ := openStore(t)
+	ctx := context.Background()
+	if err := st.Append(ctx, "old", exchange("how do I rotate oauth tokens", "use a refresh token"), Meta{}); err != nil {
+		t.Fatal(err)
+	}
+	f, cs := newFast(t, st)
+	if s := f.Stats(); !s.KnownReady || s.KnownConversations != 1 {
+		t.Fatalf("startup listing: %+v, want 1 known conversation", s)
+	}
+	// A first turn: nothing stored, nothing asked.
+	got, err := f.History(ctx, "brand-new", 40)
+	if err != nil || len(got) != 0 || cs.history.Load() != 0 {
+		t.Fatalf("unknown conversation: %v, %v, %d store calls; want nothing and no call", got, err, cs.history.Load())
+	}
+	// A conversation stored before startup is asked once, then served from memory.
+	for i := range 2 {
+		got, err = f.History(ctx, "old", 40)
+		if err != nil || len(got) != 2 || cs.history.Load() != 1 {
+			t.Fatalf("known conversation, lookup %d: %d turns, %v, %d store calls; want 2 turns, 1 call", i, len(got), err, cs.history.Load())
+		}
+	}
+}
+
+func TestFastPathHistoryFollowsAppend(t *testing.T) {
+	st, _ := openStore(t)
+	ctx := context.Background()
+	f, cs := newFast(t, st)
+	// Two appends: the new conversation is cached from the first, the second extends it
+	// past HistoryTurns (4), so the cache keeps the last four.
+	for i := range 3 {
+		if err := f.Append(ctx, "c", exchange(fmt.Sprintf("question %d", i), fmt.Sprintf("answer %d", i)), Meta{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, limit := range []int{1, 3, 4} {
+		got, err := f.History(ctx, "c", limit)
+		want, _ := st.History(ctx, "c", limit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := cmp.Diff(want, got, ignoreAt); d != "" {
+			t.Errorf("History(limit %d) from cache differs from the store (-store +cache):\n%s", limit, d)
+		}
+	}
+	if n := cs.history.Load(); n != 0 {
+		t.Errorf("%d store calls; the cache should have answered", n)
+	}
+	// More than the cache holds goes to the store and is still right.
+	got, _ := f.History(ctx, "c", 0)
+	if len(got) != 6 || cs.history.Load() != 1 {
+		t.Errorf("History(all): %d turns, %d store calls; want 6 turns from 1 call", len(got), cs.history.Load())
+	}
+}
+
+// TestFastPathSameAnswers runs one sequence of appends, lookups and a deletion against the
+// decorated and the plain store: every answer must be the same.
+func TestFastPathSameAnswers(t *testing.T) {
+	st, _ := openStore(t)
+	ctx := context.Background()
+	f, cs := newFast(t, st)
+	fd := fastDeleter{f}
+	type step struct {
+		op, conv, text string
+		limit          int
+	}
+	steps := []step{
+		{"append", "a", "how to paginate sqlite queries with keyset pagination", 0},
+		{"similar", "me", "keyset pagination sqlite", 3},
+		{"similar", "me", "keyset pagination sqlite", 3}, // cached
+		{"append", "b", "sqlite keyset pagination for the orders listing", 0},
+		{"similar", "me", "keyset pagination sqlite", 3}, // b is new: not the cached answer
+		{"history", "a", "", 4},
+		{"history", "b", "", 1},
+		{"append", "a", "and keyset pagination backwards", 0},
+		{"history", "a", "", 3},
+		{"history", "a", "", 0},
+		{"delete", "b", "", 0},
+		{"similar", "me", "keyset pagination sqlite", 3}, // b is gone
+		{"history", "b", "", 4},
+		{"append", "b", "kubernetes ingress timeouts", 0}, // b again, after its deletion
+		{"history", "b", "", 4},
+		{"similar", "a", "kubernetes ingress", 3},
+		{"history", "nobody", "", 4},
+	}
+	for i, s := range steps {
+		var want, got any
+		var err error
+		switch s.op {
+		case "append":
+			if err := f.Append(ctx, s.conv, exchange(s.text, "answer: "+s.text), Meta{}); err != nil {
+				t.Fatalf("step %d: %v", i, err)
+			}
+			continue
+		case "delete":
+			if _, err := fd.Delete(ctx, s.conv); err != nil {
+				t.Fatalf("step %d: %v", i, err)
+			}
+			continue
+		case "history":
+			want, _ = st.History(ctx, s.conv, s.limit)
+			got, err = f.History(ctx, s.conv, s.limit)
+		case "similar":
+			want, _ = st.Similar(ctx, s.text, s.conv, s.limit)
+			got, err = f.Similar(ctx, s.text, s.conv, s.limit)
+		}
+		if err != nil {
+			t.Fatalf("step %d %v: %v", i, s, err)
+		}
+		if d := cmp.Diff(want, got, ignoreAt, cmpopts.EquateEmpty()); d != "" {
+			t.Errorf("step %d %v: decorated answer differs (-store +decorated):\n%s", i, s, d)
+		}
+	}
+	st1 := f.Stats()
+	if st1.SimilarHits == 0 || st1.HistoryHits == 0 || st1.UnknownSkipped == 0 {
+		t.Errorf("no step was answered from memory: %+v", st1)
+	}
+	if n := cs.similar.Load(); n != 4 {
+		t.Errorf("%d similar searches reached the store for 5 lookups; want 4 (the repeat cached, the rest invalidated)", n)
+	}
+}
+
+// gateStore holds every lookup until released and says when one has started.
+type gateStore struct {
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (g gateStore) History(ctx context.Context, _ string, _ int) ([]Turn, error) {
+	g.entered <- struct{}{}
+	<-g.release
+	return nil, nil
+}
+func (g gateStore) Append(context.Context, string, []Turn, Meta) error { return nil }
+func (g gateStore) Similar(ctx context.Context, _, _ string, _ int) ([]Interaction, error) {
+	g.entered <- struct{}{}
+	<-g.release
+	return nil, nil
+}
+
+func TestFastPathSaturatedSkipsAtOnce(t *testing.T) {
+	g := gateStore{entered: make(chan struct{}, 1), release: make(chan struct{})}
+	cfg := testConfig()
+	cfg.LoadTimeout = time.Hour // only the lookup limit can make Enrich return
+	cfg.MaxLookups = 1
+	m := New(cfg, g, nil)
+	t.Cleanup(func() { _ = m.Close(context.Background()) })
+	held := make(chan error, 1)
+	go func() {
+		_, err := m.store.History(context.Background(), "other", 40)
+		held <- err
+	}()
+	<-g.entered // the one slot is taken
+	req := parse(t, body("user", "how do I rotate oauth tokens"))
+	res := m.Enrich(context.Background(), req, Input{ConversationID: "c", Role: roles.General})
+	if !errors.Is(res.Err, ErrBusy) || res.HistoryMessages != 0 || len(req.Messages) != 1 {
+		t.Errorf("result %+v, %d messages: want ErrBusy and an unchanged request", res, len(req.Messages))
+	}
+	s := m.Stats()
+	if s.SkippedBusy != 1 || s.LoadFailures != 0 || s.FastPath == nil || s.FastPath.Busy != 2 {
+		t.Errorf("stats %+v (fast path %+v): want 1 request skipped_busy (2 lookups), no load failure", s, s.FastPath)
+	}
+	close(g.release)
+	if err := <-held; err != nil {
+		t.Errorf("the lookup holding the slot: %v", err)
+	}
+}
