@@ -34,8 +34,12 @@ const (
 	// knownCap bounds the set of known conversation ids (8 bytes each). A store with more
 	// conversations keeps every lookup (correct, just not faster).
 	knownCap = 1 << 20
-	// historyCacheSize is how many conversations keep their recent turns in memory.
-	historyCacheSize = 512
+	// historyCacheSize is how many conversations keep their recent turns in memory, in at
+	// most historyCacheBytes of text; a conversation whose recent turns are larger than
+	// historyEntryBytes (an agent's file contents in tool results) is not kept.
+	historyCacheSize  = 512
+	historyCacheBytes = 16 << 20
+	historyEntryBytes = 256 << 10
 	// similarCacheSize and similarTTL bound the similar-interactions cache.
 	similarCacheSize = 256
 	similarTTL       = 10 * time.Second
@@ -70,6 +74,7 @@ type FastPath struct {
 	knownReady bool          // the startup listing completed and fit in knownCap
 	loaded     chan struct{} // closed when the startup listing has ended (or was not started)
 	hist       map[string]histEntry
+	histBytes  int        // sum of the cached entries' sizes
 	histGen    [64]uint64 // bumped per conversation stripe by Append and Delete
 	sims       map[simKey]*simLoad
 	simPending map[simKey]*simLoad
@@ -98,6 +103,16 @@ type FastPathStats struct {
 type histEntry struct {
 	turns []Turn // never modified in place: Append builds a new slice
 	all   bool
+	size  int
+}
+
+// turnsSize approximates the memory turns hold.
+func turnsSize(turns []Turn) int {
+	n := 0
+	for _, t := range turns {
+		n += 96 + len(t.Role) + len(t.Content) + len(t.ToolCalls) + len(t.ToolCallID)
+	}
+	return n
 }
 
 type simKey struct {
@@ -173,7 +188,7 @@ type fastDeleter struct{ *FastPath }
 func (f fastDeleter) Delete(ctx context.Context, conversationID string) (int64, error) {
 	n, err := f.inner.(Deleter).Delete(ctx, conversationID)
 	f.mu.Lock()
-	delete(f.hist, conversationID)
+	f.dropHist(conversationID)
 	f.histGen[f.stripe(conversationID)]++
 	f.invalidateSimilar(func(*simLoad) bool { return true })
 	f.mu.Unlock()
@@ -285,30 +300,45 @@ func (f *FastPath) history(ctx context.Context, conversationID string, limit int
 	return h, nil
 }
 
-// putHist caches e, evicting an arbitrary entry when full. Call with mu held.
+// putHist caches e (or drops conv's entry when e is too large), evicting arbitrary
+// entries while the cache is full. Call with mu held.
 func (f *FastPath) putHist(conv string, e histEntry) {
-	if _, ok := f.hist[conv]; !ok && len(f.hist) >= historyCacheSize {
-		for k := range f.hist {
-			delete(f.hist, k)
+	f.dropHist(conv)
+	e.size = turnsSize(e.turns)
+	if e.size > historyEntryBytes {
+		return
+	}
+	for k := range f.hist {
+		if len(f.hist) < historyCacheSize && f.histBytes+e.size <= historyCacheBytes {
 			break
 		}
+		f.dropHist(k)
 	}
 	f.hist[conv] = e
+	f.histBytes += e.size
+}
+
+// dropHist removes conv's cached history. Call with mu held.
+func (f *FastPath) dropHist(conv string) {
+	if e, ok := f.hist[conv]; ok {
+		f.histBytes -= e.size
+		delete(f.hist, conv)
+	}
 }
 
 // Append implements Store: after the store took the turns, the caches follow.
 func (f *FastPath) Append(ctx context.Context, conversationID string, turns []Turn, meta Meta) error {
 	err := f.inner.Append(ctx, conversationID, turns, meta)
+	if err == nil && len(turns) == 0 {
+		return nil // nothing changed
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.histGen[f.stripe(conversationID)]++
 	f.invalidateSimilar(func(l *simLoad) bool { return err != nil || l.exclude != conversationID })
 	if err != nil {
-		delete(f.hist, conversationID) // the store may or may not have it: ask next time
+		f.dropHist(conversationID) // the store may or may not have it: ask next time
 		return err
-	}
-	if len(turns) == 0 {
-		return nil
 	}
 	h := f.idHash(conversationID)
 	_, wasKnown := f.known[h]
@@ -323,7 +353,7 @@ func (f *FastPath) Append(ctx context.Context, conversationID string, turns []Tu
 	turns = normalized(turns, f.opt.Now())
 	if e, ok := f.hist[conversationID]; ok {
 		all := append(append(make([]Turn, 0, len(e.turns)+len(turns)), e.turns...), turns...)
-		f.hist[conversationID] = histEntry{turns: tail(all, f.opt.HistoryTurns), all: e.all && len(all) <= f.opt.HistoryTurns}
+		f.putHist(conversationID, histEntry{turns: tail(all, f.opt.HistoryTurns), all: e.all && len(all) <= f.opt.HistoryTurns})
 	} else if f.knownReady && !wasKnown {
 		// A new conversation: these turns are all of it.
 		f.putHist(conversationID, histEntry{turns: tail(turns, f.opt.HistoryTurns), all: len(turns) <= f.opt.HistoryTurns})

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -212,5 +213,30 @@ func TestFastPathSaturatedSkipsAtOnce(t *testing.T) {
 	close(g.release)
 	if err := <-held; err != nil {
 		t.Errorf("the lookup holding the slot: %v", err)
+	}
+}
+
+func TestFastPathLargeHistoryNotCached(t *testing.T) {
+	st, _ := openStore(t)
+	ctx := context.Background()
+	f, cs := newFast(t, st)
+	big := strings.Repeat("file contents ", historyEntryBytes/10)
+	if err := f.Append(ctx, "agent", exchange("read the whole repository", big), Meta{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Append(ctx, "small", exchange("hi", "hello"), Meta{}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := f.History(ctx, "agent", 40)
+	if err != nil || len(got) != 2 || got[1].Content != big || cs.history.Load() != 1 {
+		t.Errorf("large conversation: %d turns, %v, %d store calls; want both turns from the store", len(got), err, cs.history.Load())
+	}
+	f.mu.Lock()
+	_, cachedBig := f.hist["agent"]
+	_, cachedSmall := f.hist["small"]
+	bytes := f.histBytes
+	f.mu.Unlock()
+	if cachedBig || !cachedSmall || bytes <= 0 || bytes > historyEntryBytes {
+		t.Errorf("cache holds agent=%v small=%v in %d bytes; want only the small conversation", cachedBig, cachedSmall, bytes)
 	}
 }
