@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -238,5 +239,32 @@ func TestFastPathLargeHistoryNotCached(t *testing.T) {
 	f.mu.Unlock()
 	if cachedBig || !cachedSmall || bytes <= 0 || bytes > historyEntryBytes {
 		t.Errorf("cache holds agent=%v small=%v in %d bytes; want only the small conversation", cachedBig, cachedSmall, bytes)
+	}
+}
+
+func TestFastPathSimilarSharesOneSearch(t *testing.T) {
+	g := gateStore{entered: make(chan struct{}, 2), release: make(chan struct{})}
+	f := NewFastPath(g, FastPathOptions{MaxLookups: 4}).(*FastPath)
+	ctx := context.Background()
+	first := make(chan error, 1)
+	go func() {
+		_, err := f.Similar(ctx, "oauth token rotation", "me", 3)
+		first <- err
+	}()
+	<-g.entered // the first search is at the store
+	second := make(chan error, 1)
+	go func() {
+		_, err := f.Similar(ctx, "oauth token rotation", "me", 3)
+		second <- err
+	}()
+	for f.simHits.Load() == 0 && len(g.entered) == 0 { // the second waits for the first, or asked the store
+		runtime.Gosched()
+	}
+	close(g.release)
+	if err := errors.Join(<-first, <-second); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(g.entered); n != 0 {
+		t.Errorf("%d more searches reached the store; the identical one should have waited for the first", n)
 	}
 }
