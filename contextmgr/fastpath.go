@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -494,4 +495,41 @@ func fastPathStats(store Store) *FastPathStats {
 		return &s
 	}
 	return nil
+}
+
+// turnIndex answers "is this turn among those?" as a set of Turn.hash values would, but
+// hashes only the turns that share role, trimmed text and tool call id with the one asked
+// about (equal hashes imply those are equal): stored history is not hashed, nor are its tool
+// calls decoded, on every request and every save.
+type turnIndex map[turnKey][]Turn
+
+type turnKey struct{ role, content, toolCallID string }
+
+func keyOf(t Turn) turnKey {
+	return turnKey{t.Role, strings.TrimSpace(t.Content), t.ToolCallID}
+}
+
+// indexTurns indexes turns.
+func indexTurns(turns []Turn) turnIndex {
+	ix := make(turnIndex, len(turns))
+	for _, t := range turns {
+		k := keyOf(t)
+		ix[k] = append(ix[k], t)
+	}
+	return ix
+}
+
+// has reports whether a turn with t's hash is in the index.
+func (ix turnIndex) has(t Turn) bool {
+	cands := ix[keyOf(t)]
+	if len(cands) == 0 {
+		return false
+	}
+	h := t.hash()
+	for _, c := range cands {
+		if c.hash() == h {
+			return true
+		}
+	}
+	return false
 }

@@ -2,9 +2,11 @@ package contextmgr
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -266,5 +268,46 @@ func TestFastPathSimilarSharesOneSearch(t *testing.T) {
 	}
 	if n := len(g.entered); n != 0 {
 		t.Errorf("%d more searches reached the store; the identical one should have waited for the first", n)
+	}
+}
+
+// TestTurnIndexAgreesWithHashes: the index answers exactly what a set of Turn.hash would,
+// for turns that differ only in what the hash reads (tool call ids and names) or ignores
+// (surrounding space, argument text).
+func TestTurnIndexAgreesWithHashes(t *testing.T) {
+	call := func(id, name, args string) json.RawMessage {
+		return json.RawMessage(`[{"id":"` + id + `","type":"function","function":{"name":"` + name + `","arguments":"` + args + `"}}]`)
+	}
+	stored := []Turn{
+		{Role: "user", Content: "list the files"},
+		{Role: "assistant", Content: "", ToolCalls: call("call_1", "list_files", "{}")},
+		{Role: "tool", Content: "a.go b.go", ToolCallID: "call_1"},
+		{Role: "assistant", Content: "two files"},
+	}
+	asked := []Turn{
+		{Role: "user", Content: "  list the files\n"},                                   // same after trimming
+		{Role: "user", Content: "list the file"},                                        // different text
+		{Role: "assistant", Content: "list the files"},                                  // different role
+		{Role: "assistant", ToolCalls: call("call_1", "list_files", `{\"x\":1}`)},       // arguments are not hashed
+		{Role: "assistant", ToolCalls: call("call_2", "list_files", "{}")},              // another call id
+		{Role: "assistant", ToolCalls: call("call_1", "read_file", "{}")},               // another function
+		{Role: "tool", Content: "a.go b.go", ToolCallID: "call_2"},                      // answers another call
+		{Role: "tool", Content: "a.go b.go", ToolCallID: "call_1"},                      // the stored result
+		{Role: "assistant", Content: "two files", ToolCalls: call("call_9", "x", "{}")}, // text alike, calls not
+	}
+	set := map[string]bool{}
+	for _, s := range stored {
+		set[s.hash()] = true
+	}
+	ix := indexTurns(stored)
+	var want, got []bool
+	for _, a := range asked {
+		want, got = append(want, set[a.hash()]), append(got, ix.has(a))
+	}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("index vs hash set (-hashes +index):\n%s", d)
+	}
+	if n := len(slices.DeleteFunc(want, func(b bool) bool { return !b })); n != 3 {
+		t.Errorf("%d asked turns are stored by hash; the table expects 3 (trimmed user, same call with other arguments, the tool result)", n)
 	}
 }

@@ -295,11 +295,7 @@ func (m *Manager) Enrich(ctx context.Context, req *backends.ChatRequest, in Inpu
 
 	// History for a thin client, unless the request already starts with stored turns.
 	if len(hist) > 0 {
-		known := make(map[string]bool, len(hist))
-		for _, t := range hist {
-			known[t.hash()] = true
-		}
-		if !known[turns[0].hash()] {
+		if !indexTurns(hist).has(turns[0]) {
 			room := budget
 			if m.cfg.SimilarLimit > 0 {
 				room = budget * 2 / 3

@@ -179,12 +179,9 @@ func (w *writer) save(ctx context.Context, j job) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	known := make(map[string]bool, len(stored))
-	for _, t := range stored {
-		known[t.hash()] = true
-	}
+	known := indexTurns(stored)
 	k := 0
-	for k < len(turns) && known[turns[k].hash()] {
+	for k < len(turns) && known.has(turns[k]) {
 		k++
 	}
 	add := turns[k:len(turns):len(turns)]
