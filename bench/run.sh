@@ -58,10 +58,11 @@ floor_pid=$!
 wait_ready "http://$floor_addr/served" floor
 
 # The proxy's real binary with its defaults: full pipeline, usage rows in SQLite (temp
-# dir), one log line per request (to a file).
+# dir), one log line per request (to a file). The monthly quota is raised: a run sends more
+# than the default 60,000 requests, and a 429 after it would measure the quota, not the proxy.
 env -u CONFIG_PATH -u MODEL_ROUTING_PATH -u PROMPT_STRATEGIES_PATH -u VERTEX_PROJECT_ID \
 	HOME="$tmp" HOST=127.0.0.1 PORT="${proxy_addr##*:}" DB_PATH="$tmp/db/usage.db" \
-	NANOGPT_API_KEY=bench-key NANOGPT_BASE_URL="http://$mock_addr/v1" \
+	NANOGPT_API_KEY=bench-key NANOGPT_BASE_URL="http://$mock_addr/v1" NANOGPT_MONTHLY_QUOTA=1000000000 \
 	"$tmp/nanogpt-proxy" 2>"$tmp/proxy.log" &
 pids+=($!)
 proxy_pid=$!

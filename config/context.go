@@ -40,6 +40,12 @@ type Context struct {
 	QueueSize int `yaml:"queue_size"`
 	// MCPStore names the MCP server and tools used when Store is "mcp".
 	MCPStore MCPStore `yaml:"mcp_store"`
+	// EmbeddedLoadTimeout replaces LoadTimeout for the embedded store, whose lookups take
+	// milliseconds (0: LoadTimeout applies).
+	EmbeddedLoadTimeout time.Duration `yaml:"embedded_load_timeout"`
+	// MaxLookups caps concurrent store lookups for enrichment; past it a request goes out
+	// at once without them (counted as skipped_busy). 0: no cap.
+	MaxLookups int `yaml:"max_lookups"`
 }
 
 // MCPStore names a context-persistence MCP server and its tools.
@@ -91,6 +97,7 @@ func defaultContext() Context {
 		Enrich: true, Save: true, Store: "embedded",
 		LoadTimeout: 300 * time.Millisecond, BudgetFraction: 0.05, DefaultContextWindow: 128000,
 		HistoryTurns: 40, SimilarLimit: 3, MinScore: 0.5, QueueSize: 1024,
+		EmbeddedLoadTimeout: 100 * time.Millisecond, MaxLookups: 4,
 		MCPStore: MCPStore{
 			Server: "context-persistence", SaveTool: "save_conversation",
 			LoadTool: "load_conversation_history", SearchTool: "search_similar_conversations", MinScore: 0.7,
@@ -150,6 +157,9 @@ func (c *Config) validateContext() []error {
 	}
 	if x.MinScore < 0 || x.MinScore > 1 || x.MCPStore.MinScore < 0 || x.MCPStore.MinScore > 1 {
 		bad("context.min_score and context.mcp_store.min_score must be between 0 and 1")
+	}
+	if x.EmbeddedLoadTimeout < 0 || x.MaxLookups < 0 {
+		bad("context.embedded_load_timeout and context.max_lookups must not be negative")
 	}
 	if x.QueueSize < 1 {
 		bad("context.queue_size: %d must be positive", x.QueueSize)

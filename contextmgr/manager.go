@@ -77,6 +77,7 @@ type Manager struct {
 	history    atomic.Int64
 	similar    atomic.Int64
 	skipped    atomic.Int64
+	busy       atomic.Int64 // requests that went without context because lookups were saturated
 	failures   atomic.Int64
 	timeouts   atomic.Int64
 	notStored  atomic.Int64
@@ -111,11 +112,13 @@ func New(cfg config.Context, store Store, log *slog.Logger) *Manager {
 		}
 	}
 	if store != nil {
+		store = m.fastPath(store) // fastpath.go
+		m.store = store
 		qs := cfg.QueueSize
 		if qs < 1 {
 			qs = 1024
 		}
-		m.w = newWriter(store, qs, saveTimeout, log)
+		m.w = newWriter(writerStore(store), qs, saveTimeout, log)
 		if d, ok := store.(Deleter); ok {
 			m.w.deleter = d.Delete
 		}
@@ -165,6 +168,7 @@ type Stats struct {
 	HistoryMessages int64  `json:"history_messages_added"`
 	SimilarItems    int64  `json:"similar_items_added"`
 	Skipped         int64  `json:"skipped"`
+	SkippedBusy     int64  `json:"skipped_busy"`
 	LoadFailures    int64  `json:"load_failures"`
 	LoadTimeouts    int64  `json:"load_timeouts"`
 	LastLoadError   string `json:"last_load_error,omitempty"`
@@ -177,6 +181,8 @@ type Stats struct {
 	LastSaveError   string `json:"last_save_error,omitempty"`
 	NotStored       int64  `json:"not_stored"`
 	Incomplete      int64  `json:"incomplete"`
+	// FastPath are the hot-path caches' counters (fastpath.go).
+	FastPath *FastPathStats `json:"fast_path,omitempty"`
 }
 
 // Stats returns the counters.
@@ -188,6 +194,7 @@ func (m *Manager) Stats() Stats {
 		HistoryMessages: m.history.Load(), SimilarItems: m.similar.Load(), Skipped: m.skipped.Load(),
 		LoadFailures: m.failures.Load(), LoadTimeouts: m.timeouts.Load(), NotStored: m.notStored.Load(), Incomplete: m.incomplete.Load()}
 	s.LastLoadError, _ = m.lastErr.Load().(string)
+	s.SkippedBusy, s.FastPath = m.busy.Load(), fastPathStats(m.store)
 	if m.store == nil {
 		s.Store = "none"
 	}
@@ -296,11 +303,7 @@ func (m *Manager) Enrich(ctx context.Context, req *backends.ChatRequest, in Inpu
 
 	// History for a thin client, unless the request already starts with stored turns.
 	if len(hist) > 0 {
-		known := make(map[string]bool, len(hist))
-		for _, t := range hist {
-			known[t.hash()] = true
-		}
-		if !known[turns[0].hash()] {
+		if !indexTurns(hist).has(turns[0]) {
 			room := budget
 			if m.cfg.SimilarLimit > 0 {
 				room = budget * 2 / 3
@@ -345,7 +348,9 @@ func (m *Manager) Enrich(ctx context.Context, req *backends.ChatRequest, in Inpu
 		m.history.Add(int64(res.HistoryMessages))
 		m.similar.Add(int64(res.SimilarItems))
 	}
-	if res.Err != nil {
+	if busyOnly(errs) {
+		m.busy.Add(1) // saturated: counted, not logged
+	} else if res.Err != nil {
 		// One line per distinct failure and every 100th repeat: an outage must not flood the log.
 		lvl := slog.LevelDebug
 		if n := m.failures.Load(); n == 1 || n%100 == 0 || m.lastLogged.Swap(res.Err.Error()) != res.Err.Error() {
@@ -367,6 +372,10 @@ type cachedBlock struct {
 func (m *Manager) noteErr(err error, errs *[]error) bool {
 	if err == nil {
 		return true
+	}
+	if errors.Is(err, ErrBusy) {
+		*errs = append(*errs, err)
+		return false
 	}
 	m.failures.Add(1)
 	if errors.Is(err, context.DeadlineExceeded) {

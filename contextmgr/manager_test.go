@@ -22,6 +22,7 @@ import (
 func testConfig() config.Context {
 	c := config.Default().Context
 	c.LoadTimeout = 5 * time.Second // local store; the deadline has its own test
+	c.EmbeddedLoadTimeout = 0       // the same for the embedded store
 	return c
 }
 

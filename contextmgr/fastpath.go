@@ -1,0 +1,535 @@
+package contextmgr
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// ErrBusy is returned by a FastPath lookup when MaxLookups lookups are already running: the
+// request goes on at once without that part of its context instead of queueing for it.
+var ErrBusy = errors.New("contextmgr: store busy, lookup skipped")
+
+// FastPathOptions configure a FastPath.
+type FastPathOptions struct {
+	// Exclusive says every write to the store goes through this FastPath (the embedded
+	// store, written only by this process): a conversation it has not seen does not exist,
+	// and cached history stays exact. Without it only the similar-interactions cache (with
+	// its TTL) and the lookup limit apply.
+	Exclusive bool
+	// HistoryTurns is how many recent turns are kept per cached conversation (the manager's
+	// history_turns).
+	HistoryTurns int
+	// MaxLookups caps concurrent History and Similar calls to the store; 0: no cap.
+	MaxLookups int
+	// Now is the clock (nil: time.Now).
+	Now func() time.Time
+}
+
+const (
+	// knownCap bounds the set of known conversation ids (8 bytes each). A store with more
+	// conversations keeps every lookup (correct, just not faster).
+	knownCap = 1 << 20
+	// historyCacheSize is how many conversations keep their recent turns in memory, in at
+	// most historyCacheBytes of text; a conversation whose recent turns are larger than
+	// historyEntryBytes (an agent's file contents in tool results) is not kept.
+	historyCacheSize  = 512
+	historyCacheBytes = 16 << 20
+	historyEntryBytes = 256 << 10
+	// similarCacheSize and similarTTL bound the similar-interactions cache.
+	similarCacheSize = 256
+	similarTTL       = 10 * time.Second
+	// knownLoadTimeout bounds the startup listing of conversation ids.
+	knownLoadTimeout = 30 * time.Second
+)
+
+// FastPath decorates a Store for the request path: lookups that can be answered from
+// memory are, and the rest are bounded.
+//
+//   - Known conversations (Exclusive only): the ids of every stored conversation, listed
+//     once at startup and extended by Append, as 64-bit hashes. History of a conversation
+//     not in the set is empty without a query, so the first turn of a task costs nothing.
+//     A hash collision only costs the query the set would have saved.
+//   - History cache (Exclusive only): the last HistoryTurns turns of recently used
+//     conversations, kept current by Append and dropped by Delete.
+//   - Similar cache: results by (query, exclude, profile, limit) for similarTTL. An Append to a
+//     conversation other than exclude, and any Delete, drop the affected entries and any
+//     lookup in flight, so a cached answer is what the store would say, up to the corpus
+//     statistics (BM25 weights) moved by appends to the excluded conversation itself, and,
+//     for a store written by others too (MCP), their writes for up to similarTTL.
+//     Concurrent identical lookups share one store call.
+//   - MaxLookups: past it a lookup fails at once with ErrBusy.
+type FastPath struct {
+	inner Store
+	opt   FastPathOptions
+	sem   chan struct{}
+	seed  maphash.Seed
+
+	mu         sync.Mutex
+	known      map[uint64]struct{}
+	knownReady bool          // the startup listing completed and fit in knownCap
+	loaded     chan struct{} // closed when the startup listing has ended (or was not started)
+	hist       map[string]histEntry
+	histBytes  int        // sum of the cached entries' sizes
+	histGen    [64]uint64 // bumped per conversation stripe by Append and Delete
+	sims       map[simKey]*simLoad
+	simPending map[simKey]*simLoad
+
+	unknownHits atomic.Int64
+	histHits    atomic.Int64
+	histMisses  atomic.Int64
+	simHits     atomic.Int64
+	simMisses   atomic.Int64
+	busy        atomic.Int64
+}
+
+// FastPathStats are the decorator's counters, shown in /status under context.fast_path.
+type FastPathStats struct {
+	KnownConversations int   `json:"known_conversations"`
+	KnownReady         bool  `json:"known_ready"`
+	UnknownSkipped     int64 `json:"history_unknown_skipped"`
+	HistoryHits        int64 `json:"history_cache_hits"`
+	HistoryMisses      int64 `json:"history_cache_misses"`
+	SimilarHits        int64 `json:"similar_cache_hits"`
+	SimilarMisses      int64 `json:"similar_cache_misses"`
+	Busy               int64 `json:"lookups_busy"`
+}
+
+// histEntry is a conversation's last turns; all says they are the whole conversation.
+type histEntry struct {
+	turns []Turn // never modified in place: Append builds a new slice
+	all   bool
+	size  int
+}
+
+// turnsSize approximates the memory turns hold.
+func turnsSize(turns []Turn) int {
+	n := 0
+	for _, t := range turns {
+		n += 96 + len(t.Role) + len(t.Content) + len(t.ToolCalls) + len(t.ToolCallID)
+	}
+	return n
+}
+
+type simKey struct {
+	query, exclude, profile string
+	limit                   int
+}
+
+// simLoad is a similar-interactions lookup: in flight until done is closed, then a cache
+// entry when it succeeded and nothing invalidated it meanwhile.
+type simLoad struct {
+	exclude string
+	done    chan struct{}
+	res     []Interaction
+	err     error
+	at      time.Time
+	stale   bool
+}
+
+// conversationLister is the optional ability of a store to list its conversation ids, up
+// to limit of them; complete is false when there were more.
+type conversationLister interface {
+	conversationIDs(ctx context.Context, limit int, fn func(id string)) (complete bool, err error)
+}
+
+// NewFastPath returns inner decorated; the result can delete when inner can. With
+// Exclusive it starts listing inner's conversations in the background; until that is done
+// History asks the store.
+func NewFastPath(inner Store, opt FastPathOptions) Store {
+	if opt.Now == nil {
+		opt.Now = time.Now
+	}
+	f := &FastPath{inner: inner, opt: opt, seed: maphash.MakeSeed(),
+		hist: map[string]histEntry{}, sims: map[simKey]*simLoad{}, simPending: map[simKey]*simLoad{}, loaded: make(chan struct{})}
+	if opt.MaxLookups > 0 {
+		f.sem = make(chan struct{}, opt.MaxLookups)
+	}
+	if l, ok := inner.(conversationLister); ok && opt.Exclusive {
+		f.known = map[uint64]struct{}{}
+		go f.loadKnown(l)
+	} else {
+		close(f.loaded)
+	}
+	if _, ok := inner.(Deleter); ok {
+		return fastDeleter{f}
+	}
+	return f
+}
+
+// writerStore is the store the background writer uses: a FastPath's caches without its
+// lookup limit (a save must not be skipped because requests are busy), else store itself.
+func writerStore(store Store) Store {
+	switch f := store.(type) {
+	case *FastPath:
+		return unbounded{f}
+	case fastDeleter:
+		return unbounded{f.FastPath}
+	}
+	return store
+}
+
+// unbounded is a FastPath whose History ignores MaxLookups.
+type unbounded struct{ *FastPath }
+
+// History implements Store.
+func (u unbounded) History(ctx context.Context, conversationID string, limit int) ([]Turn, error) {
+	return u.history(ctx, conversationID, limit, false)
+}
+
+// fastDeleter is a FastPath on a store that can delete.
+type fastDeleter struct{ *FastPath }
+
+// Delete implements Deleter: the conversation leaves the caches once the store removed it.
+func (f fastDeleter) Delete(ctx context.Context, conversationID string) (int64, error) {
+	n, err := f.inner.(Deleter).Delete(ctx, conversationID)
+	f.mu.Lock()
+	f.dropHist(conversationID)
+	f.histGen[f.stripe(conversationID)]++
+	f.invalidateSimilar(func(*simLoad) bool { return true })
+	f.mu.Unlock()
+	return n, err
+}
+
+func (f *FastPath) loadKnown(l conversationLister) {
+	ctx, cancel := context.WithTimeout(context.Background(), knownLoadTimeout)
+	defer cancel()
+	var ids []uint64
+	complete, err := l.conversationIDs(ctx, knownCap, func(id string) { ids = append(ids, f.idHash(id)) })
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	defer close(f.loaded)
+	if err != nil || !complete {
+		f.known = nil // History keeps asking the store
+		return
+	}
+	for _, h := range ids {
+		f.known[h] = struct{}{}
+	}
+	f.knownReady = true
+}
+
+func (f *FastPath) idHash(id string) uint64 { return maphash.String(f.seed, id) }
+
+func (f *FastPath) stripe(id string) int { return int(f.idHash(id) % uint64(len(f.histGen))) }
+
+// Stats returns the counters.
+func (f *FastPath) Stats() FastPathStats {
+	f.mu.Lock()
+	s := FastPathStats{KnownConversations: len(f.known), KnownReady: f.knownReady}
+	f.mu.Unlock()
+	s.UnknownSkipped, s.HistoryHits, s.HistoryMisses = f.unknownHits.Load(), f.histHits.Load(), f.histMisses.Load()
+	s.SimilarHits, s.SimilarMisses, s.Busy = f.simHits.Load(), f.simMisses.Load(), f.busy.Load()
+	return s
+}
+
+// acquire takes a lookup slot without waiting.
+func (f *FastPath) acquire() bool {
+	if f.sem == nil {
+		return true
+	}
+	select {
+	case f.sem <- struct{}{}:
+		return true
+	default:
+		f.busy.Add(1)
+		return false
+	}
+}
+
+func (f *FastPath) release() {
+	if f.sem != nil {
+		<-f.sem
+	}
+}
+
+// tail returns the last limit turns (limit <= 0: all), capped so that appending to the
+// result never writes into the cache.
+func tail(turns []Turn, limit int) []Turn {
+	if limit > 0 && len(turns) > limit {
+		turns = turns[len(turns)-limit:]
+	}
+	return turns[:len(turns):len(turns)]
+}
+
+// History implements Store.
+func (f *FastPath) History(ctx context.Context, conversationID string, limit int) ([]Turn, error) {
+	return f.history(ctx, conversationID, limit, true)
+}
+
+// history answers from memory when it can; bounded lookups are subject to MaxLookups.
+func (f *FastPath) history(ctx context.Context, conversationID string, limit int, bounded bool) ([]Turn, error) {
+	var gen uint64
+	st := f.stripe(conversationID)
+	if f.opt.Exclusive {
+		f.mu.Lock()
+		if _, ok := f.known[f.idHash(conversationID)]; f.knownReady && !ok {
+			f.mu.Unlock()
+			f.unknownHits.Add(1)
+			return nil, nil
+		}
+		if e, ok := f.hist[conversationID]; ok && (e.all || (limit > 0 && limit <= len(e.turns))) {
+			f.mu.Unlock()
+			f.histHits.Add(1)
+			return tail(e.turns, limit), nil
+		}
+		gen = f.histGen[st]
+		f.mu.Unlock()
+		f.histMisses.Add(1)
+	}
+	if bounded {
+		if !f.acquire() {
+			return nil, ErrBusy
+		}
+		defer f.release()
+	}
+	h, err := f.inner.History(ctx, conversationID, limit)
+	if err != nil || !f.opt.Exclusive || f.opt.HistoryTurns <= 0 {
+		return h, err
+	}
+	e := histEntry{turns: tail(h, f.opt.HistoryTurns), all: len(h) <= f.opt.HistoryTurns && (limit <= 0 || len(h) < limit)}
+	f.mu.Lock()
+	if f.histGen[st] == gen { // no Append or Delete raced with the load
+		f.putHist(conversationID, e)
+	}
+	f.mu.Unlock()
+	return h, nil
+}
+
+// putHist caches e (or drops conv's entry when e is too large), evicting arbitrary
+// entries while the cache is full. Call with mu held.
+func (f *FastPath) putHist(conv string, e histEntry) {
+	f.dropHist(conv)
+	e.size = turnsSize(e.turns)
+	if e.size > historyEntryBytes {
+		return
+	}
+	for k := range f.hist {
+		if len(f.hist) < historyCacheSize && f.histBytes+e.size <= historyCacheBytes {
+			break
+		}
+		f.dropHist(k)
+	}
+	f.hist[conv] = e
+	f.histBytes += e.size
+}
+
+// dropHist removes conv's cached history. Call with mu held.
+func (f *FastPath) dropHist(conv string) {
+	if e, ok := f.hist[conv]; ok {
+		f.histBytes -= e.size
+		delete(f.hist, conv)
+	}
+}
+
+// Append implements Store: after the store took the turns, the caches follow.
+func (f *FastPath) Append(ctx context.Context, conversationID string, turns []Turn, meta Meta) error {
+	err := f.inner.Append(ctx, conversationID, turns, meta)
+	if err == nil && len(turns) == 0 {
+		return nil // nothing changed
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.histGen[f.stripe(conversationID)]++
+	f.invalidateSimilar(func(l *simLoad) bool { return err != nil || l.exclude != conversationID })
+	if err != nil {
+		f.dropHist(conversationID) // the store may or may not have it: ask next time
+		return err
+	}
+	h := f.idHash(conversationID)
+	_, wasKnown := f.known[h]
+	if f.known != nil && len(f.known) < knownCap {
+		f.known[h] = struct{}{}
+	} else if f.known != nil {
+		f.known, f.knownReady = nil, false // too many to track: History asks the store
+	}
+	if !f.opt.Exclusive || f.opt.HistoryTurns <= 0 {
+		return nil
+	}
+	turns = normalized(turns, f.opt.Now())
+	if e, ok := f.hist[conversationID]; ok {
+		all := append(append(make([]Turn, 0, len(e.turns)+len(turns)), e.turns...), turns...)
+		f.putHist(conversationID, histEntry{turns: tail(all, f.opt.HistoryTurns), all: e.all && len(all) <= f.opt.HistoryTurns})
+	} else if f.knownReady && !wasKnown {
+		// A new conversation: these turns are all of it.
+		f.putHist(conversationID, histEntry{turns: tail(turns, f.opt.HistoryTurns), all: len(turns) <= f.opt.HistoryTurns})
+	}
+	return nil
+}
+
+// normalized copies turns as the store returns them: no empty tool calls, the save time.
+func normalized(turns []Turn, at time.Time) []Turn {
+	out := make([]Turn, len(turns))
+	for i, t := range turns {
+		if len(t.ToolCalls) == 0 {
+			t.ToolCalls = nil
+		}
+		t.At = at.UTC()
+		out[i] = t
+	}
+	return out
+}
+
+// invalidateSimilar drops the cached and in-flight similar lookups drop selects. Call
+// with mu held.
+func (f *FastPath) invalidateSimilar(drop func(*simLoad) bool) {
+	for k, l := range f.sims {
+		if drop(l) {
+			delete(f.sims, k)
+		}
+	}
+	for _, l := range f.simPending {
+		if drop(l) {
+			l.stale = true
+		}
+	}
+}
+
+// Similar implements Store.
+func (f *FastPath) Similar(ctx context.Context, query, exclude, profile string, limit int) ([]Interaction, error) {
+	k := simKey{query: query, exclude: exclude, profile: profile, limit: limit}
+	now := f.opt.Now()
+	f.mu.Lock()
+	if l, ok := f.sims[k]; ok {
+		if now.Sub(l.at) < similarTTL {
+			f.mu.Unlock()
+			f.simHits.Add(1)
+			return l.res[:len(l.res):len(l.res)], nil
+		}
+		delete(f.sims, k)
+	}
+	if l, ok := f.simPending[k]; ok && !l.stale {
+		f.mu.Unlock()
+		f.simHits.Add(1)
+		select {
+		case <-l.done:
+			return l.res[:len(l.res):len(l.res)], l.err
+		case <-ctx.Done():
+			return nil, fmt.Errorf("contextmgr: waiting for a similar search: %w", ctx.Err())
+		}
+	}
+	f.mu.Unlock()
+	f.simMisses.Add(1)
+	if !f.acquire() {
+		return nil, ErrBusy
+	}
+	l := &simLoad{exclude: exclude, done: make(chan struct{}), at: now}
+	f.mu.Lock()
+	f.simPending[k] = l
+	f.mu.Unlock()
+	// The store call runs to its end even when this caller gives up, so that waiters
+	// sharing it get its answer; ctx still bounds it.
+	l.res, l.err = f.inner.Similar(ctx, query, exclude, profile, limit)
+	f.release()
+	f.mu.Lock()
+	if f.simPending[k] == l {
+		delete(f.simPending, k)
+	}
+	if l.err == nil && !l.stale {
+		if len(f.sims) >= similarCacheSize {
+			for kk := range f.sims {
+				delete(f.sims, kk)
+				break
+			}
+		}
+		f.sims[k] = l
+	}
+	f.mu.Unlock()
+	close(l.done)
+	return l.res[:len(l.res):len(l.res)], l.err
+}
+
+// busyOnly reports whether every error in errs is ErrBusy.
+func busyOnly(errs []error) bool {
+	for _, err := range errs {
+		if !errors.Is(err, ErrBusy) {
+			return false
+		}
+	}
+	return len(errs) > 0
+}
+
+// conversationIDs implements conversationLister: the most recently updated first.
+func (s *SQLiteStore) conversationIDs(ctx context.Context, limit int, fn func(id string)) (bool, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT id FROM conversations ORDER BY updated_at DESC LIMIT ?`, limit+1)
+	if err != nil {
+		return false, fmt.Errorf("contextmgr: listing conversations: %w", err)
+	}
+	defer rows.Close()
+	n := 0
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return false, fmt.Errorf("contextmgr: listing conversations: %w", err)
+		}
+		if n++; n > limit {
+			return false, nil
+		}
+		fn(id)
+	}
+	if err := rows.Err(); err != nil {
+		return false, fmt.Errorf("contextmgr: listing conversations: %w", err)
+	}
+	return true, nil
+}
+
+// fastPath wraps the manager's store in a FastPath and sets the embedded store's load
+// deadline.
+func (m *Manager) fastPath(store Store) Store {
+	_, embedded := store.(*SQLiteStore)
+	if embedded && m.cfg.EmbeddedLoadTimeout > 0 {
+		m.cfg.LoadTimeout = m.cfg.EmbeddedLoadTimeout
+	}
+	return NewFastPath(store, FastPathOptions{Exclusive: embedded, HistoryTurns: m.cfg.HistoryTurns, MaxLookups: m.cfg.MaxLookups})
+}
+
+// fastPathStats returns the counters of store when it is a FastPath.
+func fastPathStats(store Store) *FastPathStats {
+	if f, ok := store.(interface{ Stats() FastPathStats }); ok {
+		s := f.Stats()
+		return &s
+	}
+	return nil
+}
+
+// turnIndex answers "is this turn among those?" as a set of Turn.hash values would, but
+// hashes only the turns that share role, trimmed text and tool call id with the one asked
+// about (equal hashes imply those are equal): stored history is not hashed, nor are its tool
+// calls decoded, on every request and every save.
+type turnIndex map[turnKey][]Turn
+
+type turnKey struct{ role, content, toolCallID string }
+
+func keyOf(t Turn) turnKey {
+	return turnKey{t.Role, strings.TrimSpace(t.Content), t.ToolCallID}
+}
+
+// indexTurns indexes turns.
+func indexTurns(turns []Turn) turnIndex {
+	ix := make(turnIndex, len(turns))
+	for _, t := range turns {
+		k := keyOf(t)
+		ix[k] = append(ix[k], t)
+	}
+	return ix
+}
+
+// has reports whether a turn with t's hash is in the index.
+func (ix turnIndex) has(t Turn) bool {
+	cands := ix[keyOf(t)]
+	if len(cands) == 0 {
+		return false
+	}
+	h := t.hash()
+	for _, c := range cands {
+		if c.hash() == h {
+			return true
+		}
+	}
+	return false
+}
