@@ -182,6 +182,33 @@ func (u unbounded) History(ctx context.Context, conversationID string, limit int
 	return u.history(ctx, conversationID, limit, false)
 }
 
+// StoredHashes lists a conversation's stored turn hashes: none for a conversation this
+// process never stored (no query), else from the inner store, else from its history.
+func (f *FastPath) StoredHashes(ctx context.Context, conversationID string) ([]string, error) {
+	if f.opt.Exclusive {
+		f.mu.Lock()
+		_, ok := f.known[f.idHash(conversationID)]
+		unknown := f.knownReady && !ok
+		f.mu.Unlock()
+		if unknown {
+			f.unknownHits.Add(1)
+			return nil, nil
+		}
+	}
+	if hl, ok := f.inner.(hashLister); ok {
+		return hl.StoredHashes(ctx, conversationID)
+	}
+	turns, err := f.inner.History(ctx, conversationID, 0)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, len(turns))
+	for i, t := range turns {
+		out[i] = t.hash()
+	}
+	return out, nil
+}
+
 // fastDeleter is a FastPath on a store that can delete.
 type fastDeleter struct{ *FastPath }
 

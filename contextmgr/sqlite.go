@@ -66,6 +66,29 @@ func (s *SQLiteStore) History(ctx context.Context, conversationID string, limit 
 	return out, nil
 }
 
+// StoredHashes returns the turn hashes stored for a conversation (in no particular order),
+// without loading the turns themselves: what the background save needs to skip turns it
+// already has.
+func (s *SQLiteStore) StoredHashes(ctx context.Context, conversationID string) ([]string, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT hash FROM messages WHERE conversation_id = ?`, conversationID)
+	if err != nil {
+		return nil, fmt.Errorf("contextmgr: loading stored hashes: %w", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var h string
+		if err := rows.Scan(&h); err != nil {
+			return nil, fmt.Errorf("contextmgr: loading stored hashes: %w", err)
+		}
+		out = append(out, h)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("contextmgr: loading stored hashes: %w", err)
+	}
+	return out, nil
+}
+
 // Append implements Store: one transaction adds the turns and their index entries.
 func (s *SQLiteStore) Append(ctx context.Context, conversationID string, turns []Turn, meta Meta) error {
 	if len(turns) == 0 {

@@ -56,6 +56,12 @@ type Store interface {
 	Similar(ctx context.Context, query, exclude, profile string, limit int) ([]Interaction, error)
 }
 
+// hashLister is a Store that can list a conversation's stored turn hashes without loading
+// the turns (the embedded store); the background save uses it when it can.
+type hashLister interface {
+	StoredHashes(ctx context.Context, conversationID string) ([]string, error)
+}
+
 // hash identifies a turn by what a client would send back: role, text, tool call ids and
 // names, and the tool call id it answers. Formatting differences do not change it.
 func (t Turn) hash() string {

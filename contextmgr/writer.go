@@ -170,6 +170,31 @@ func (w *writer) run() {
 	}
 }
 
+// storedHashes counts the turn hashes a conversation already has, from the hashes alone
+// when the store can list them (a long conversation is not loaded on every save).
+func (w *writer) storedHashes(ctx context.Context, conv string) (map[string]int, error) {
+	if hl, ok := w.store.(hashLister); ok {
+		hs, err := hl.StoredHashes(ctx, conv)
+		if err != nil {
+			return nil, err
+		}
+		have := make(map[string]int, len(hs))
+		for _, h := range hs {
+			have[h]++
+		}
+		return have, nil
+	}
+	stored, err := w.store.History(ctx, conv, 0)
+	if err != nil {
+		return nil, err
+	}
+	have := make(map[string]int, len(stored))
+	for _, t := range stored {
+		have[t.hash()]++
+	}
+	return have, nil
+}
+
 // save appends what the store does not have yet, then the answer. A turn the store already
 // holds is skipped wherever it is in the request, not only in a leading run: a
 // full-history client resends the whole conversation every turn, a thin client's
@@ -179,13 +204,9 @@ func (w *writer) run() {
 // once the request holds it more often than the store.
 func (w *writer) save(ctx context.Context, j job) (int, error) {
 	turns := conversationTurns(j.msgs)
-	stored, err := w.store.History(ctx, j.conv, 0)
+	have, err := w.storedHashes(ctx, j.conv)
 	if err != nil {
 		return 0, err
-	}
-	have := make(map[string]int, len(stored))
-	for _, t := range stored {
-		have[t.hash()]++
 	}
 	add := make([]Turn, 0, 2)
 	for _, t := range turns {
