@@ -273,6 +273,11 @@ func stringPrefix(v json.RawMessage, limit int) string {
 		// Back off so we never split an escape sequence or a UTF-8 sequence.
 		for k := cut - 1; k > cut-7 && k > 0; k-- {
 			if v[k] == '\\' {
+				// Cut before the whole run of backslashes: inside a run ("\\\\n") a cut
+				// could leave half an escape, and the whole string would be decoded.
+				for k > 1 && v[k-1] == '\\' {
+					k--
+				}
 				cut = k
 				break
 			}
@@ -283,7 +288,6 @@ func stringPrefix(v json.RawMessage, limit int) string {
 		buf := make([]byte, 0, cut+1)
 		buf = append(buf, v[:cut]...)
 		buf = append(buf, '"')
-		// An escape like \\ right before the cut fails here: fall back to the whole string.
 		decoded = json.Unmarshal(buf, &s) == nil
 	}
 	if !decoded {

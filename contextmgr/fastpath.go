@@ -182,9 +182,10 @@ func (u unbounded) History(ctx context.Context, conversationID string, limit int
 	return u.history(ctx, conversationID, limit, false)
 }
 
-// StoredHashes lists a conversation's stored turn hashes: none for a conversation this
-// process never stored (no query), else from the inner store, else from its history.
-func (f *FastPath) StoredHashes(ctx context.Context, conversationID string) ([]string, error) {
+// CountStored counts which of hashes a conversation already holds: none for a
+// conversation this process never stored (no query), else from the inner store, else from
+// its history.
+func (f *FastPath) CountStored(ctx context.Context, conversationID string, hashes []string) (map[string]int, error) {
 	if f.opt.Exclusive {
 		f.mu.Lock()
 		_, ok := f.known[f.idHash(conversationID)]
@@ -192,21 +193,13 @@ func (f *FastPath) StoredHashes(ctx context.Context, conversationID string) ([]s
 		f.mu.Unlock()
 		if unknown {
 			f.unknownHits.Add(1)
-			return nil, nil
+			return map[string]int{}, nil
 		}
 	}
-	if hl, ok := f.inner.(hashLister); ok {
-		return hl.StoredHashes(ctx, conversationID)
+	if sc, ok := f.inner.(storedCounter); ok {
+		return sc.CountStored(ctx, conversationID, hashes)
 	}
-	turns, err := f.inner.History(ctx, conversationID, 0)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]string, len(turns))
-	for i, t := range turns {
-		out[i] = t.hash()
-	}
-	return out, nil
+	return countFromHistory(ctx, f.inner, conversationID, hashes)
 }
 
 // fastDeleter is a FastPath on a store that can delete.

@@ -66,25 +66,40 @@ func (s *SQLiteStore) History(ctx context.Context, conversationID string, limit 
 	return out, nil
 }
 
-// StoredHashes returns the turn hashes stored for a conversation (in no particular order),
-// without loading the turns themselves: what the background save needs to skip turns it
-// already has.
-func (s *SQLiteStore) StoredHashes(ctx context.Context, conversationID string) ([]string, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT hash FROM messages WHERE conversation_id = ?`, conversationID)
-	if err != nil {
-		return nil, fmt.Errorf("contextmgr: loading stored hashes: %w", err)
-	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var h string
-		if err := rows.Scan(&h); err != nil {
-			return nil, fmt.Errorf("contextmgr: loading stored hashes: %w", err)
+// CountStored says how many times each of hashes is stored for a conversation (hashes not
+// stored are absent), through the (conversation_id, hash) index: a save costs the same
+// however long the conversation has grown.
+func (s *SQLiteStore) CountStored(ctx context.Context, conversationID string, hashes []string) (map[string]int, error) {
+	out := make(map[string]int, len(hashes))
+	const chunk = 400
+	for len(hashes) > 0 {
+		n := min(len(hashes), chunk)
+		args := make([]any, 0, n+1)
+		args = append(args, conversationID)
+		for _, h := range hashes[:n] {
+			args = append(args, h)
 		}
-		out = append(out, h)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("contextmgr: loading stored hashes: %w", err)
+		q := `SELECT hash, COUNT(*) FROM messages WHERE conversation_id = ? AND hash IN (?` +
+			strings.Repeat(",?", n-1) + `) GROUP BY hash`
+		rows, err := s.db.QueryContext(ctx, q, args...)
+		if err != nil {
+			return nil, fmt.Errorf("contextmgr: counting stored turns: %w", err)
+		}
+		for rows.Next() {
+			var h string
+			var c int
+			if err := rows.Scan(&h, &c); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("contextmgr: counting stored turns: %w", err)
+			}
+			out[h] = c
+		}
+		err = rows.Err()
+		rows.Close()
+		if err != nil {
+			return nil, fmt.Errorf("contextmgr: counting stored turns: %w", err)
+		}
+		hashes = hashes[n:]
 	}
 	return out, nil
 }

@@ -56,10 +56,10 @@ type Store interface {
 	Similar(ctx context.Context, query, exclude, profile string, limit int) ([]Interaction, error)
 }
 
-// hashLister is a Store that can list a conversation's stored turn hashes without loading
-// the turns (the embedded store); the background save uses it when it can.
-type hashLister interface {
-	StoredHashes(ctx context.Context, conversationID string) ([]string, error)
+// storedCounter is a Store that can count which turn hashes a conversation already holds
+// without loading its turns (the embedded store); the background save uses it when it can.
+type storedCounter interface {
+	CountStored(ctx context.Context, conversationID string, hashes []string) (map[string]int, error)
 }
 
 // hash identifies a turn by what a client would send back: role, text, tool call ids and

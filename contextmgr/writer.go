@@ -170,27 +170,22 @@ func (w *writer) run() {
 	}
 }
 
-// storedHashes counts the turn hashes a conversation already has, from the hashes alone
-// when the store can list them (a long conversation is not loaded on every save).
-func (w *writer) storedHashes(ctx context.Context, conv string) (map[string]int, error) {
-	if hl, ok := w.store.(hashLister); ok {
-		hs, err := hl.StoredHashes(ctx, conv)
-		if err != nil {
-			return nil, err
-		}
-		have := make(map[string]int, len(hs))
-		for _, h := range hs {
-			have[h]++
-		}
-		return have, nil
-	}
-	stored, err := w.store.History(ctx, conv, 0)
+// countFromHistory counts which of hashes a store's history of the conversation holds
+// (for stores that cannot count by themselves).
+func countFromHistory(ctx context.Context, store Store, conv string, hashes []string) (map[string]int, error) {
+	stored, err := store.History(ctx, conv, 0)
 	if err != nil {
 		return nil, err
 	}
-	have := make(map[string]int, len(stored))
+	want := make(map[string]bool, len(hashes))
+	for _, h := range hashes {
+		want[h] = true
+	}
+	have := make(map[string]int, len(hashes))
 	for _, t := range stored {
-		have[t.hash()]++
+		if h := t.hash(); want[h] {
+			have[h]++
+		}
 	}
 	return have, nil
 }
@@ -204,13 +199,23 @@ func (w *writer) storedHashes(ctx context.Context, conv string) (map[string]int,
 // once the request holds it more often than the store.
 func (w *writer) save(ctx context.Context, j job) (int, error) {
 	turns := conversationTurns(j.msgs)
-	have, err := w.storedHashes(ctx, j.conv)
+	hashes := make([]string, len(turns))
+	for i, t := range turns {
+		hashes[i] = t.hash()
+	}
+	var have map[string]int
+	var err error
+	if sc, ok := w.store.(storedCounter); ok {
+		have, err = sc.CountStored(ctx, j.conv, hashes)
+	} else {
+		have, err = countFromHistory(ctx, w.store, j.conv, hashes)
+	}
 	if err != nil {
 		return 0, err
 	}
 	add := make([]Turn, 0, 2)
-	for _, t := range turns {
-		if h := t.hash(); have[h] > 0 {
+	for i, t := range turns {
+		if h := hashes[i]; have[h] > 0 {
 			have[h]--
 			continue
 		}

@@ -100,6 +100,8 @@ var migrations = []string{
 	UPDATE conversations SET profile = u.profile
 		FROM (SELECT conversation_id, profile, MAX(id) FROM usage WHERE conversation_id != '' GROUP BY conversation_id) AS u
 		WHERE u.conversation_id = conversations.id;`,
+	// 4: the background save asks which turn hashes a conversation already holds.
+	`CREATE INDEX IF NOT EXISTS messages_conversation_hash ON messages(conversation_id, hash);`,
 }
 
 func (db *DB) migrate(ctx context.Context) error {
