@@ -27,3 +27,33 @@ func TestStringPrefixAtEveryCut(t *testing.T) {
 		}
 	}
 }
+
+// The hand-written unescaper agrees with encoding/json on \u escapes, surrogate pairs and
+// lone surrogates, for every limit.
+func TestStringPrefixMatchesEncodingJSON(t *testing.T) {
+	for _, raw := range []string{
+		`"plain ascii only"`,
+		`"\u00e9t\u00e9 \ud83d\ude00 smile \u0041\u005c\u0022 end"`,
+		`"lone \ud83d surrogate and \ude00 low one"`,
+		`"tab\there\r\nnew\/slash\\back\"quote\b\f"`,
+		`"mixed é and \u20ac and 😀"`,
+	} {
+		var full string
+		if err := json.Unmarshal([]byte(raw), &full); err != nil {
+			t.Fatal(err)
+		}
+		for limit := 0; limit <= len(full)+2; limit++ {
+			want := full
+			if limit > 0 && len(want) > limit {
+				i := limit
+				for i > 0 && !utf8.RuneStart(want[i]) {
+					i--
+				}
+				want = want[:i]
+			}
+			if got := stringPrefix([]byte(raw), limit); got != want {
+				t.Fatalf("%s limit %d: got %q, want %q", raw, limit, got, want)
+			}
+		}
+	}
+}

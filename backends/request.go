@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
+	"unicode/utf16"
 	"unicode/utf8"
 )
 
@@ -259,52 +261,131 @@ func ContentText(content json.RawMessage, limit int) string {
 	return ""
 }
 
-// stringPrefix decodes a JSON string value, decoding only about limit bytes of it.
+// stringPrefix decodes a JSON string value, decoding only about limit bytes of it (the
+// whole string when limit <= 0), and never returns a split rune.
 func stringPrefix(v json.RawMessage, limit int) string {
 	if len(v) < 2 || v[0] != '"' {
 		return ""
 	}
+	body := v[1 : len(v)-1]
+	if bytes.IndexByte(body, '\\') < 0 {
+		if limit > 0 && len(body) > limit {
+			body = body[:limit]
+		}
+		return cutRune(string(body), limit)
+	}
+	if s, ok := unescapePrefix(body, limit); ok {
+		return s
+	}
 	var s string
-	decoded := false
-	// An escape is at most 6 raw bytes for at least 1 decoded byte, so 6*limit raw bytes
-	// always hold limit decoded bytes.
-	if limit > 0 && len(v) > 6*limit+2 {
-		cut := 6*limit + 1
-		// Back off so we never split an escape sequence or a UTF-8 sequence.
-		for k := cut - 1; k > cut-7 && k > 0; k-- {
-			if v[k] == '\\' {
-				// Cut before the whole run of backslashes: inside a run ("\\\\n") a cut
-				// could leave half an escape, and the whole string would be decoded.
-				for k > 1 && v[k-1] == '\\' {
-					k--
+	if json.Unmarshal(v, &s) != nil {
+		return ""
+	}
+	return cutRune(s, limit)
+}
+
+// cutRune shortens s to at most limit bytes (limit > 0) without splitting a rune.
+func cutRune(s string, limit int) string {
+	if limit <= 0 || len(s) <= limit {
+		if limit > 0 && len(s) == limit {
+			// s may end in the middle of a rune when it was cut from raw bytes.
+			for i := len(s) - 1; i >= 0 && i >= len(s)-utf8.UTFMax; i-- {
+				if utf8.RuneStart(s[i]) {
+					if !utf8.FullRuneInString(s[i:]) {
+						return s[:i]
+					}
+					break
 				}
-				cut = k
-				break
 			}
 		}
-		for cut > 1 && !utf8.RuneStart(v[cut]) {
-			cut--
-		}
-		buf := make([]byte, 0, cut+1)
-		buf = append(buf, v[:cut]...)
-		buf = append(buf, '"')
-		decoded = json.Unmarshal(buf, &s) == nil
+		return s
 	}
-	if !decoded {
-		if bytes.IndexByte(v, '\\') < 0 {
-			s = string(v[1 : len(v)-1])
-		} else if json.Unmarshal(v, &s) != nil {
-			return ""
-		}
+	i := limit
+	for i > 0 && !utf8.RuneStart(s[i]) {
+		i--
 	}
-	if limit > 0 && len(s) > limit {
-		i := limit
-		for i > 0 && !utf8.RuneStart(s[i]) {
-			i--
-		}
-		s = s[:i]
+	return s[:i]
+}
+
+// unescapePrefix decodes the escapes of a JSON string body (without its quotes) until
+// limit decoded bytes (limit <= 0: all). ok is false on an escape it does not know, and
+// the caller falls back to encoding/json.
+func unescapePrefix(body []byte, limit int) (string, bool) {
+	n := len(body)
+	if limit > 0 && limit < n {
+		n = limit
 	}
-	return s
+	out := make([]byte, 0, n+utf8.UTFMax)
+	for i := 0; i < len(body); {
+		if limit > 0 && len(out) >= limit {
+			break
+		}
+		c := body[i]
+		if c != '\\' {
+			j := i + 1
+			for j < len(body) && body[j] != '\\' && (limit <= 0 || len(out)+j-i < limit) {
+				j++
+			}
+			out = append(out, body[i:j]...)
+			i = j
+			continue
+		}
+		if i+1 >= len(body) {
+			return "", false
+		}
+		switch e := body[i+1]; e {
+		case '"', '\\', '/':
+			out = append(out, e)
+		case 'b':
+			out = append(out, '\b')
+		case 'f':
+			out = append(out, '\f')
+		case 'n':
+			out = append(out, '\n')
+		case 'r':
+			out = append(out, '\r')
+		case 't':
+			out = append(out, '\t')
+		case 'u':
+			r, size, ok := decodeU(body[i:])
+			if !ok {
+				return "", false
+			}
+			out = utf8.AppendRune(out, r)
+			i += size
+			continue
+		default:
+			return "", false
+		}
+		i += 2
+	}
+	return cutRune(string(out), limit), true
+}
+
+// decodeU decodes a \uXXXX escape (a surrogate pair when there is one) at the start of b.
+func decodeU(b []byte) (rune, int, bool) {
+	hex4 := func(h []byte) (rune, bool) {
+		if len(h) < 4 || !isHex4(h[:4]) {
+			return 0, false
+		}
+		v, err := strconv.ParseUint(string(h[:4]), 16, 16)
+		return rune(v), err == nil
+	}
+	r, ok := hex4(b[2:])
+	if !ok {
+		return 0, 0, false
+	}
+	if utf16.IsSurrogate(r) {
+		if len(b) >= 12 && b[6] == '\\' && b[7] == 'u' {
+			if r2, ok := hex4(b[8:]); ok {
+				if d := utf16.DecodeRune(r, r2); d != utf8.RuneError {
+					return d, 12, true
+				}
+			}
+		}
+		return utf8.RuneError, 6, true
+	}
+	return r, 6, true
 }
 
 // AppendText adds text at the end of the message content: to a string content it is
