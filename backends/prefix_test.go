@@ -57,3 +57,26 @@ func TestStringPrefixMatchesEncodingJSON(t *testing.T) {
 		}
 	}
 }
+
+// A detached message keeps its bytes when the request body it came from is reused.
+func TestMessageDetach(t *testing.T) {
+	body := []byte(`{"model":"auto","messages":[{"role":"user","content":[{"type":"text","text":"hi","cache_control":{"type":"ephemeral"}}],"name":"x"}]}`)
+	req, err := ParseChatRequest(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := string(req.Messages[0].JSON())
+	d := req.Messages[0].Detach()
+	edited := req.Messages[0]
+	edited.AppendText("guidance")
+	e := edited.Detach()
+	for i := range body {
+		body[i] = 'X'
+	}
+	if got := string(d.JSON()); got != want || d.Role != "user" || d.Text(0) != "hi" || string(d.Get("name")) != `"x"` {
+		t.Errorf("detached message changed with the body: %s (role %q)", got, d.Role)
+	}
+	if e.Text(0) != "hi\nguidance" || e.Role != "user" {
+		t.Errorf("detached edited message = %q", e.Text(0))
+	}
+}

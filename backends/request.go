@@ -464,6 +464,28 @@ func (m *Message) JSON() json.RawMessage {
 	return JoinObject(m.fields)
 }
 
+// Detach returns a copy of m that shares no memory with the request body it was parsed
+// from, so that keeping it (a background save) does not keep the whole body alive.
+func (m *Message) Detach() Message {
+	if m.Raw != nil {
+		d, err := parseMessage(bytes.Clone(m.Raw))
+		if err == nil {
+			return d
+		}
+	}
+	c := Message{Role: m.Role, ToolCallID: m.ToolCallID, Content: bytes.Clone(m.Content)}
+	if m.fields != nil {
+		c.fields = make([]Field, len(m.fields))
+		for i, f := range m.fields {
+			c.fields[i] = Field{Key: f.Key, Value: bytes.Clone(f.Value)}
+			if f.Key == "content" {
+				c.fields[i].Value = c.Content
+			}
+		}
+	}
+	return c
+}
+
 // Get returns the raw value of a message member, or nil.
 func (m *Message) Get(key string) json.RawMessage { return Lookup(m.fields, key) }
 

@@ -532,9 +532,17 @@ func (m *Manager) Track(req *backends.ChatRequest, in Input) Tracker {
 	if in.ConversationID == "" || in.Helper || IsCondensing(req) {
 		return nil
 	}
-	msgs := append([]backends.Message(nil), req.Messages...)
-	if o := in.Original; o != nil && len(msgs) > 0 && msgs[len(msgs)-1].Role == o.Role {
-		msgs[len(msgs)-1] = *o
+	// Keep only what is saved (no system prompt), detached from the request body, so a
+	// queued save does not hold the client's whole body (system prompt, tools) in memory.
+	msgs := make([]backends.Message, 0, len(req.Messages))
+	for i := range req.Messages {
+		m := &req.Messages[i]
+		if i == len(req.Messages)-1 && in.Original != nil && m.Role == in.Original.Role {
+			m = in.Original
+		}
+		if !isSystem(m.Role) {
+			msgs = append(msgs, m.Detach())
+		}
 	}
 	return &tracker{m: m, j: job{conv: in.ConversationID, meta: Meta{RequestID: in.RequestID, Role: string(in.Role), Profile: in.Profile},
 		msgs: msgs}}
