@@ -174,17 +174,6 @@ func SetField(fields []Field, key string, value json.RawMessage) []Field {
 	return append(fields, Field{Key: key, Value: value})
 }
 
-// DeleteField removes every member named key.
-func DeleteField(fields []Field, key string) []Field {
-	out := fields[:0]
-	for _, f := range fields {
-		if f.Key != key {
-			out = append(out, f)
-		}
-	}
-	return out
-}
-
 func decodeKey(quoted []byte) (string, error) {
 	if bytes.IndexByte(quoted, '\\') < 0 {
 		return string(quoted[1 : len(quoted)-1]), nil
