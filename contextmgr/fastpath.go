@@ -350,6 +350,35 @@ func (f *FastPath) dropHist(conv string) {
 // Append implements Store: after the store took the turns, the caches follow.
 func (f *FastPath) Append(ctx context.Context, conversationID string, turns []Turn, meta Meta) error {
 	err := f.inner.Append(ctx, conversationID, turns, meta)
+	return f.appended(conversationID, turns, err)
+}
+
+// AppendBatch saves several conversations in one call when the inner store can (else one
+// Append each) and brings the caches up to date for each.
+func (f *FastPath) AppendBatch(ctx context.Context, items []AppendItem) error {
+	ba, ok := f.inner.(batchAppender)
+	if !ok {
+		var errs []error
+		for _, it := range items {
+			errs = append(errs, f.Append(ctx, it.Conv, it.Turns, it.Meta))
+		}
+		return errors.Join(errs...)
+	}
+	err := ba.AppendBatch(ctx, items)
+	for _, it := range items {
+		f.appended(it.Conv, it.Turns, err)
+	}
+	return err
+}
+
+// batchable reports whether AppendBatch saves in one transaction (the inner store batches).
+func (f *FastPath) batchable() bool {
+	_, ok := f.inner.(batchAppender)
+	return ok
+}
+
+// appended updates the caches after turns were (err == nil) or may have been appended.
+func (f *FastPath) appended(conversationID string, turns []Turn, err error) error {
 	if err == nil && len(turns) == 0 {
 		return nil // nothing changed
 	}

@@ -2,6 +2,7 @@ package contextmgr
 
 import (
 	"context"
+	"database/sql"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -106,15 +107,40 @@ func (s *SQLiteStore) CountStored(ctx context.Context, conversationID string, ha
 
 // Append implements Store: one transaction adds the turns and their index entries.
 func (s *SQLiteStore) Append(ctx context.Context, conversationID string, turns []Turn, meta Meta) error {
-	if len(turns) == 0 {
+	return s.AppendBatch(ctx, []AppendItem{{Conv: conversationID, Turns: turns, Meta: meta}})
+}
+
+// AppendBatch appends several conversations' turns in one transaction: all or none.
+func (s *SQLiteStore) AppendBatch(ctx context.Context, items []AppendItem) error {
+	n := 0
+	for _, it := range items {
+		n += len(it.Turns)
+	}
+	if n == 0 {
 		return nil
 	}
-	now := s.now().UTC().Format(time.RFC3339Nano)
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("contextmgr: saving: %w", err)
 	}
 	defer tx.Rollback()
+	for _, it := range items {
+		if len(it.Turns) == 0 {
+			continue
+		}
+		if err := s.appendTx(ctx, tx, it.Conv, it.Turns, it.Meta); err != nil {
+			return err
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("contextmgr: saving: %w", err)
+	}
+	return nil
+}
+
+// appendTx adds one conversation's turns and their index entries inside tx.
+func (s *SQLiteStore) appendTx(ctx context.Context, tx *sql.Tx, conversationID string, turns []Turn, meta Meta) error {
+	now := s.now().UTC().Format(time.RFC3339Nano)
 	// A conversation continued under another profile belongs to neither: its profile
 	// becomes '', which no profile's similar search reads.
 	if _, err := tx.ExecContext(ctx, `INSERT INTO conversations (id, created_at, updated_at, role, profile) VALUES (?, ?, ?, ?, ?)
@@ -148,9 +174,6 @@ func (s *SQLiteStore) Append(ctx context.Context, conversationID string, turns [
 		if _, err := tx.ExecContext(ctx, `INSERT INTO messages_fts (docid, body) VALUES (?, ?)`, id, body); err != nil {
 			return fmt.Errorf("contextmgr: indexing message: %w", err)
 		}
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("contextmgr: saving: %w", err)
 	}
 	return nil
 }

@@ -56,6 +56,19 @@ type Store interface {
 	Similar(ctx context.Context, query, exclude, profile string, limit int) ([]Interaction, error)
 }
 
+// AppendItem is one conversation's turns in a batched save.
+type AppendItem struct {
+	Conv  string
+	Turns []Turn
+	Meta  Meta
+}
+
+// batchAppender is a Store that can save several conversations in one transaction (the
+// embedded store); the background writer batches what is queued when it can.
+type batchAppender interface {
+	AppendBatch(ctx context.Context, items []AppendItem) error
+}
+
 // storedCounter is a Store that can count which turn hashes a conversation already holds
 // without loading its turns (the embedded store); the background save uses it when it can.
 type storedCounter interface {

@@ -135,39 +135,120 @@ func (w *writer) close(ctx context.Context) error {
 	}
 }
 
+// maxSaveBatch caps how many queued exchanges one transaction saves.
+const maxSaveBatch = 64
+
 func (w *writer) run() {
 	defer close(w.done)
-	for j := range w.queue {
+	batching := w.batching()
+	var next *job
+	for {
+		var j job
+		if next != nil {
+			j, next = *next, nil
+		} else {
+			var ok bool
+			if j, ok = <-w.queue; !ok {
+				return
+			}
+		}
 		if j.flush != nil {
 			j.flush <- nil
 			continue
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), w.timeout)
 		if j.del != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), w.timeout)
 			j.del <- w.doDelete(ctx, j.conv)
 			cancel()
 			continue
 		}
-		n, err := w.save(ctx, j)
-		cancel()
-		// A store that is briefly away (SQLite busy, an MCP server reconnecting) gets two
-		// more tries; save re-reads what is stored, so a retry never duplicates.
-		for attempt := 1; err != nil && attempt < 3; attempt++ {
-			time.Sleep(time.Duration(attempt) * 250 * time.Millisecond)
-			ctx, cancel := context.WithTimeout(context.Background(), w.timeout)
-			n, err = w.save(ctx, j)
-			cancel()
-		}
-		if err != nil {
-			n := w.failed.Add(1)
-			if prev, _ := w.lastErr.Swap(err.Error()).(string); n == 1 || n%100 == 0 || prev != err.Error() {
-				w.log.Error("saving exchange failed", "request_id", j.meta.RequestID, "failed_total", n, "err", err)
+		// Take what else is queued (one exchange per conversation, up to a flush or a
+		// deletion, which keep their place) into one transaction.
+		batch := []job{j}
+		if batching {
+			convs := map[string]bool{j.conv: true}
+		gather:
+			for len(batch) < maxSaveBatch {
+				select {
+				case k, ok := <-w.queue:
+					if !ok {
+						break gather
+					}
+					if k.flush != nil || k.del != nil || convs[k.conv] {
+						next = &k
+						break gather
+					}
+					convs[k.conv] = true
+					batch = append(batch, k)
+				default:
+					break gather
+				}
 			}
+		}
+		if len(batch) > 1 && w.saveBatch(batch) {
 			continue
 		}
-		w.saved.Add(1)
-		w.messages.Add(int64(n))
+		for _, b := range batch {
+			w.saveOne(b)
+		}
 	}
+}
+
+// batching reports whether the store saves several conversations in one transaction.
+func (w *writer) batching() bool {
+	if b, ok := w.store.(interface{ batchable() bool }); ok {
+		return b.batchable()
+	}
+	_, ok := w.store.(batchAppender)
+	return ok
+}
+
+// saveBatch saves a batch of exchanges of distinct conversations in one transaction. On
+// any failure nothing of it is stored and it reports false: the caller saves them one by
+// one, with retries.
+func (w *writer) saveBatch(batch []job) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), w.timeout)
+	defer cancel()
+	items := make([]AppendItem, 0, len(batch))
+	for _, j := range batch {
+		add, err := w.plan(ctx, j)
+		if err != nil {
+			return false
+		}
+		items = append(items, AppendItem{Conv: j.conv, Turns: add, Meta: j.meta})
+	}
+	if err := w.store.(batchAppender).AppendBatch(ctx, items); err != nil {
+		return false
+	}
+	for _, it := range items {
+		w.saved.Add(1)
+		w.messages.Add(int64(len(it.Turns)))
+	}
+	return true
+}
+
+// saveOne saves one exchange; a store that is briefly away (SQLite busy, an MCP server
+// reconnecting) gets two more tries; save re-reads what is stored, so a retry never
+// duplicates.
+func (w *writer) saveOne(j job) {
+	ctx, cancel := context.WithTimeout(context.Background(), w.timeout)
+	n, err := w.save(ctx, j)
+	cancel()
+	for attempt := 1; err != nil && attempt < 3; attempt++ {
+		time.Sleep(time.Duration(attempt) * 250 * time.Millisecond)
+		ctx, cancel := context.WithTimeout(context.Background(), w.timeout)
+		n, err = w.save(ctx, j)
+		cancel()
+	}
+	if err != nil {
+		n := w.failed.Add(1)
+		if prev, _ := w.lastErr.Swap(err.Error()).(string); n == 1 || n%100 == 0 || prev != err.Error() {
+			w.log.Error("saving exchange failed", "request_id", j.meta.RequestID, "failed_total", n, "err", err)
+		}
+		return
+	}
+	w.saved.Add(1)
+	w.messages.Add(int64(n))
 }
 
 // countFromHistory counts which of hashes a store's history of the conversation holds
@@ -198,6 +279,16 @@ func countFromHistory(ctx context.Context, store Store, conv string, hashes []st
 // after it a duplicate. Turns are counted, so a short answer given again ("yes") is new
 // once the request holds it more often than the store.
 func (w *writer) save(ctx context.Context, j job) (int, error) {
+	add, err := w.plan(ctx, j)
+	if err != nil {
+		return 0, err
+	}
+	return len(add), w.store.Append(ctx, j.conv, add, j.meta)
+}
+
+// plan returns what save appends for j: the turns the store does not hold yet, then the
+// answer.
+func (w *writer) plan(ctx context.Context, j job) ([]Turn, error) {
 	turns := conversationTurns(j.msgs)
 	hashes := make([]string, len(turns))
 	for i, t := range turns {
@@ -211,7 +302,7 @@ func (w *writer) save(ctx context.Context, j job) (int, error) {
 		have, err = countFromHistory(ctx, w.store, j.conv, hashes)
 	}
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	add := make([]Turn, 0, 2)
 	for i, t := range turns {
@@ -224,5 +315,5 @@ func (w *writer) save(ctx context.Context, j job) (int, error) {
 	if j.answer.Role != "" {
 		add = append(add, j.answer)
 	}
-	return len(add), w.store.Append(ctx, j.conv, add, j.meta)
+	return add, nil
 }

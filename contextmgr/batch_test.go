@@ -1,0 +1,87 @@
+package contextmgr
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nanogpt-proxy/nanogpt-proxy/backends"
+)
+
+// gatedBatchStore blocks its first save until released, so that the queue fills, and
+// records the size of every batch.
+type gatedBatchStore struct {
+	*SQLiteStore
+	once    sync.Once
+	release chan struct{}
+	mu      sync.Mutex
+	sizes   []int
+}
+
+func (g *gatedBatchStore) AppendBatch(ctx context.Context, items []AppendItem) error {
+	g.once.Do(func() { <-g.release })
+	g.mu.Lock()
+	g.sizes = append(g.sizes, len(items))
+	g.mu.Unlock()
+	return g.SQLiteStore.AppendBatch(ctx, items)
+}
+
+func (g *gatedBatchStore) Append(ctx context.Context, conv string, turns []Turn, meta Meta) error {
+	return g.AppendBatch(ctx, []AppendItem{{Conv: conv, Turns: turns, Meta: meta}})
+}
+
+// Exchanges queued while the writer is busy are saved together in one transaction, one
+// per conversation per batch, and every turn is stored exactly once.
+func TestWriterBatchesQueuedSaves(t *testing.T) {
+	st, _ := openStore(t)
+	g := &gatedBatchStore{SQLiteStore: st, release: make(chan struct{})}
+	w := newWriter(g, 256, 5*time.Second, slog.New(slog.DiscardHandler))
+	ex := func(conv, q, a string) job {
+		return job{conv: conv, msgs: []backends.Message{backends.NewMessage("user", q)}, answer: Turn{Role: "assistant", Content: a}}
+	}
+	w.enqueue(ex("first", "q0", "a0")) // taken by the writer, which then blocks in the store
+	for i := range 20 {
+		w.enqueue(ex(fmt.Sprintf("c%d", i), "question", fmt.Sprintf("answer %d", i)))
+	}
+	// The same conversation again, carrying its first turn: it must not be stored twice.
+	w.enqueue(job{conv: "c3", msgs: []backends.Message{backends.NewMessage("user", "question"), backends.NewMessage("assistant", "answer 3"),
+		backends.NewMessage("user", "follow-up")}, answer: Turn{Role: "assistant", Content: "answer 3b"}})
+	close(g.release)
+	if err := w.sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	g.mu.Lock()
+	sizes := append([]int(nil), g.sizes...)
+	g.mu.Unlock()
+	biggest := 0
+	for _, n := range sizes {
+		biggest = max(biggest, n)
+	}
+	if biggest < 2 {
+		t.Errorf("batch sizes %v: queued exchanges were not saved together", sizes)
+	}
+	if got := w.saved.Load(); got != 22 {
+		t.Errorf("saved %d exchanges, want 22", got)
+	}
+	h, err := st.History(context.Background(), "c3", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, tt := range h {
+		got = append(got, tt.Role+":"+tt.Content)
+	}
+	want := "[user:question assistant:answer 3 user:follow-up assistant:answer 3b]"
+	if fmt.Sprint(got) != want {
+		t.Errorf("c3 history %v, want %s", got, want)
+	}
+	for i := range 20 {
+		if h, _ := st.History(context.Background(), fmt.Sprintf("c%d", i), 0); len(h) < 2 {
+			t.Errorf("c%d: %d turns stored, want its question and answer", i, len(h))
+		}
+	}
+	_ = w.close(context.Background())
+}
