@@ -399,19 +399,19 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, ex *exchange, ca
 		if ev.Done {
 			done = true
 		}
+		if !ev.UsageOnly || ex.req.IncludeUsage { // else the client did not ask for usage
+			if _, err := w.Write(ev.Raw); err != nil {
+				clientErr = err
+				return err
+			}
+			if err := rc.Flush(); err != nil {
+				clientErr = err
+				return err
+			}
+		}
+		// The answer is followed for saving once the client has the event, not before.
 		if tracker != nil && ev.Data != nil {
 			tracker.Chunk(ev.Data)
-		}
-		if ev.UsageOnly && !ex.req.IncludeUsage {
-			return nil // the client did not ask for usage
-		}
-		if _, err := w.Write(ev.Raw); err != nil {
-			clientErr = err
-			return err
-		}
-		if err := rc.Flush(); err != nil {
-			clientErr = err
-			return err
 		}
 		return nil
 	}
