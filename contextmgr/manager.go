@@ -199,7 +199,7 @@ func (m *Manager) Stats() Stats {
 		s.Store = "none"
 	}
 	if w := m.w; w != nil {
-		s.Queued, s.QueueCapacity = len(w.queue), cap(w.queue)
+		s.Queued, s.QueueCapacity = w.queue.Len(), w.queue.Cap()
 		s.Saved, s.SavedMessages, s.Dropped, s.SaveFailures = w.saved.Load(), w.messages.Load(), w.dropped.Load(), w.failed.Load()
 		s.LastSaveError, _ = w.lastErr.Load().(string)
 	}

@@ -4,11 +4,11 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/nanogpt-proxy/nanogpt-proxy/backends"
+	"github.com/nanogpt-proxy/nanogpt-proxy/storage"
 )
 
 // job is one unit of the background writer: an exchange to save, or a deletion.
@@ -28,11 +28,7 @@ type writer struct {
 	deleter func(ctx context.Context, conv string) (int64, error)
 	log     *slog.Logger
 	timeout time.Duration
-	queue   chan job
-
-	closeMu sync.RWMutex
-	closed  bool
-	done    chan struct{}
+	queue   *storage.Queue[job]
 
 	saved    atomic.Int64 // exchanges saved
 	messages atomic.Int64 // messages appended
@@ -42,21 +38,15 @@ type writer struct {
 }
 
 func newWriter(store Store, size int, timeout time.Duration, log *slog.Logger) *writer {
-	w := &writer{store: store, log: log, timeout: timeout, queue: make(chan job, size), done: make(chan struct{})}
+	w := &writer{store: store, log: log, timeout: timeout, queue: storage.NewQueue[job](size)}
 	go w.run()
 	return w
 }
 
 // enqueue queues an exchange without blocking; false means it was dropped.
 func (w *writer) enqueue(j job) bool {
-	w.closeMu.RLock()
-	defer w.closeMu.RUnlock()
-	if !w.closed {
-		select {
-		case w.queue <- j:
-			return true
-		default:
-		}
+	if w.queue.Offer(j) {
+		return true
 	}
 	n := w.dropped.Add(1)
 	if n == 1 || n%100 == 0 {
@@ -68,17 +58,12 @@ func (w *writer) enqueue(j job) bool {
 // delete runs a deletion after every save queued before it, waiting up to ctx.
 func (w *writer) delete(ctx context.Context, conv string) error {
 	res := make(chan error, 1)
-	w.closeMu.RLock()
-	if w.closed {
-		w.closeMu.RUnlock()
+	queued, err := w.queue.Send(ctx, job{conv: conv, del: res})
+	switch {
+	case err != nil:
+		return fmt.Errorf("contextmgr: deleting %s: %w", conv, err)
+	case !queued: // closed: nothing is saved any more, delete directly
 		return w.doDelete(ctx, conv)
-	}
-	select {
-	case w.queue <- job{conv: conv, del: res}:
-		w.closeMu.RUnlock()
-	case <-ctx.Done():
-		w.closeMu.RUnlock()
-		return fmt.Errorf("contextmgr: deleting %s: %w", conv, ctx.Err())
 	}
 	select {
 	case err := <-res:
@@ -91,17 +76,8 @@ func (w *writer) delete(ctx context.Context, conv string) error {
 // sync waits until every exchange queued before it has been handled.
 func (w *writer) sync(ctx context.Context) error {
 	res := make(chan error, 1)
-	w.closeMu.RLock()
-	if w.closed {
-		w.closeMu.RUnlock()
-		return nil
-	}
-	select {
-	case w.queue <- job{flush: res}:
-		w.closeMu.RUnlock()
-	case <-ctx.Done():
-		w.closeMu.RUnlock()
-		return ctx.Err()
+	if queued, err := w.queue.Send(ctx, job{flush: res}); err != nil || !queued {
+		return err
 	}
 	select {
 	case <-res:
@@ -121,25 +97,17 @@ func (w *writer) doDelete(ctx context.Context, conv string) error {
 
 // close stops accepting exchanges and waits (up to ctx) for the queued ones to be saved.
 func (w *writer) close(ctx context.Context) error {
-	w.closeMu.Lock()
-	if !w.closed {
-		w.closed = true
-		close(w.queue)
+	if err := w.queue.Close(ctx); err != nil {
+		return fmt.Errorf("contextmgr: flushing saves: %w", err)
 	}
-	w.closeMu.Unlock()
-	select {
-	case <-w.done:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("contextmgr: flushing saves: %w", ctx.Err())
-	}
+	return nil
 }
 
 // maxSaveBatch caps how many queued exchanges one transaction saves.
 const maxSaveBatch = 64
 
 func (w *writer) run() {
-	defer close(w.done)
+	defer w.queue.Finish()
 	batching := w.batching()
 	var next *job
 	for {
@@ -148,7 +116,7 @@ func (w *writer) run() {
 			j, next = *next, nil
 		} else {
 			var ok bool
-			if j, ok = <-w.queue; !ok {
+			if j, ok = <-w.queue.Items(); !ok {
 				return
 			}
 		}
@@ -170,7 +138,7 @@ func (w *writer) run() {
 		gather:
 			for len(batch) < maxSaveBatch {
 				select {
-				case k, ok := <-w.queue:
+				case k, ok := <-w.queue.Items():
 					if !ok {
 						break gather
 					}

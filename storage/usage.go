@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -35,16 +34,13 @@ type Usage struct {
 type UsageWriter struct {
 	db       *DB
 	log      *slog.Logger
-	queue    chan Usage
+	queue    *Queue[Usage]
 	interval time.Duration
 
 	written  atomic.Int64
 	dropped  atomic.Int64
 	failed   atomic.Int64
 	lastErr  atomic.Value // string
-	closeMu  sync.RWMutex
-	closed   bool
-	done     chan struct{}
 	onCommit []func([]Usage)
 }
 
@@ -60,7 +56,7 @@ type UsageStats struct {
 
 // NewUsageWriter starts a writer with a queue of size rows, flushing at least every interval.
 func NewUsageWriter(db *DB, log *slog.Logger, size int, interval time.Duration) *UsageWriter {
-	w := &UsageWriter{db: db, log: log, queue: make(chan Usage, size), interval: interval, done: make(chan struct{})}
+	w := &UsageWriter{db: db, log: log, queue: NewQueue[Usage](size), interval: interval}
 	go w.run()
 	return w
 }
@@ -71,57 +67,41 @@ func (w *UsageWriter) OnCommit(f func([]Usage)) { w.onCommit = append(w.onCommit
 
 // Record queues a row. It never blocks; it reports false when the row was dropped.
 func (w *UsageWriter) Record(u Usage) bool {
-	w.closeMu.RLock()
-	defer w.closeMu.RUnlock()
-	if w.closed {
-		w.dropped.Add(1)
-		return false
-	}
-	select {
-	case w.queue <- u:
+	if w.queue.Offer(u) {
 		return true
-	default:
-		n := w.dropped.Add(1)
-		if n == 1 || n%100 == 0 {
-			w.log.Warn("usage queue full, row dropped", "request_id", u.RequestID, "dropped_total", n)
-		}
-		return false
 	}
+	n := w.dropped.Add(1)
+	if n == 1 || n%100 == 0 {
+		w.log.Warn("usage queue full or closed, row dropped", "request_id", u.RequestID, "dropped_total", n)
+	}
+	return false
 }
 
 // Stats returns the writer's counters.
 func (w *UsageWriter) Stats() UsageStats {
-	s := UsageStats{Queued: len(w.queue), Capacity: cap(w.queue), Written: w.written.Load(), Dropped: w.dropped.Load(), Failed: w.failed.Load()}
+	s := UsageStats{Queued: w.queue.Len(), Capacity: w.queue.Cap(), Written: w.written.Load(), Dropped: w.dropped.Load(), Failed: w.failed.Load()}
 	s.LastError, _ = w.lastErr.Load().(string)
 	return s
 }
 
 // Close stops accepting rows, writes everything queued and waits (up to ctx) for it.
 func (w *UsageWriter) Close(ctx context.Context) error {
-	w.closeMu.Lock()
-	if !w.closed {
-		w.closed = true
-		close(w.queue)
+	if err := w.queue.Close(ctx); err != nil {
+		return fmt.Errorf("storage: flushing usage: %w", err)
 	}
-	w.closeMu.Unlock()
-	select {
-	case <-w.done:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("storage: flushing usage: %w", ctx.Err())
-	}
+	return nil
 }
 
 const maxBatch = 256
 
 func (w *UsageWriter) run() {
-	defer close(w.done)
+	defer w.queue.Finish()
 	batch := make([]Usage, 0, maxBatch)
 	ticker := time.NewTicker(w.interval)
 	defer ticker.Stop()
 	for {
 		select {
-		case u, ok := <-w.queue:
+		case u, ok := <-w.queue.Items():
 			if !ok {
 				w.flush(batch)
 				return
