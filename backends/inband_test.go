@@ -232,3 +232,64 @@ func TestVertexMalformedFunctionCall(t *testing.T) {
 		}
 	}
 }
+
+// A 200 JSON answer: what the client gets back and what is accounted. A body that is not a
+// JSON object is a 502, never an answer; usage of the wrong shape is treated as absent, so
+// the tokens are estimated instead of the answer being lost.
+func TestJSONAnswerMetaAndBadBodies(t *testing.T) {
+	tests := []struct {
+		name      string
+		body      string
+		wantErr   bool
+		wantModel string
+		wantUsage *Usage
+		wantBody  string // "" = unchanged
+	}{
+		{name: "usage and model", body: `{"id":"x","model":"m-1","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}`,
+			wantModel: "m-1", wantUsage: &Usage{PromptTokens: 3, CompletionTokens: 2, TotalTokens: 5}},
+		{name: "no usage", body: `{"model":"m-1","choices":[]}`, wantModel: "m-1"},
+		{name: "usage of the wrong shape", body: `{"model":"m-1","usage":{"prompt_tokens":"3"}}`, wantModel: "m-1"},
+		{name: "model not a string", body: `{"model":7,"usage":null}`},
+		{name: "reasoning gets reasoning_content", body: `{"model":"m","choices":[{"index":0,"message":{"role":"assistant","reasoning":"think","content":"hi"}}]}`,
+			wantModel: "m", wantBody: `{"model":"m","choices":[{"index":0,"message":{"role":"assistant","reasoning":"think","reasoning_content":"think","content":"hi"}}]}`},
+		{name: "html", body: `<html>bad gateway</html>`, wantErr: true},
+		{name: "cut short", body: `{"model":"m","choices":[{"index":0,"mess`, wantErr: true},
+		{name: "an array", body: `[{"model":"m"}]`, wantErr: true},
+		{name: "trailing garbage", body: `{"model":"m"} x`, wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "application/json")
+				io.WriteString(w, tt.body)
+			}))
+			defer up.Close()
+			n := NewNanoGPT(NanoGPTConfig{APIKey: "k", BaseURL: up.URL}, up.Client())
+			resp, err := n.ChatCompletion(context.Background(), &Call{Model: "m",
+				Request: mustParse(t, []byte(`{"model":"m","messages":[{"role":"user","content":"x"}]}`))})
+			if tt.wantErr {
+				var ae *APIError
+				if !errors.As(err, &ae) || ae.Status != http.StatusBadGateway || ae.Code != "bad_upstream_response" {
+					t.Fatalf("err = %v, want a 502 bad_upstream_response", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := tt.wantBody
+			if want == "" {
+				want = tt.body
+			}
+			if string(resp.Body) != want {
+				t.Errorf("body = %s\nwant   %s", resp.Body, want)
+			}
+			if resp.Model != tt.wantModel {
+				t.Errorf("model = %q, want %q", resp.Model, tt.wantModel)
+			}
+			if (resp.Usage == nil) != (tt.wantUsage == nil) || (resp.Usage != nil && *resp.Usage != *tt.wantUsage) {
+				t.Errorf("usage = %+v, want %+v", resp.Usage, tt.wantUsage)
+			}
+		})
+	}
+}

@@ -191,29 +191,25 @@ func (n *NanoGPT) ChatCompletion(ctx context.Context, call *Call) (*Response, er
 		return nil, &APIError{Status: http.StatusBadGateway, Type: "upstream_error", Code: "response_too_large",
 			Message: "nanogpt: response body exceeds the proxy's limit", Backend: n.Name()}
 	}
-	if call.Request.Stream {
-		// The upstream answered a stream request with JSON; hand it back as JSON.
-		out.Body = b
-	} else {
-		if nb := addReasoningContentMessage(b); nb != nil {
-			b = nb
-		}
-		out.Body = b
-	}
-	var meta struct {
-		Model string `json:"model"`
-		Usage *Usage `json:"usage"`
-	}
-	if json.Unmarshal(b, &meta) != nil {
+	// One validating pass over the answer; the members read below come from it.
+	fields, err := SplitObject(b)
+	if err != nil {
 		return nil, &APIError{Status: http.StatusBadGateway, Type: "upstream_error", Code: "bad_upstream_response",
 			Message: "nanogpt: upstream answered with a body that is not JSON", Backend: n.Name()}
 	}
+	// A stream request answered with JSON goes back as it came.
+	if !call.Request.Stream && bytes.Contains(b, []byte(`"reasoning"`)) {
+		if nb := addReasoningContentFields(fields, "message"); nb != nil {
+			b = nb
+		}
+	}
+	out.Body = b
 	if ae := InBandError(b); ae != nil {
 		// A 200 whose body is an error envelope is a failed attempt, not an answer.
 		ae.Backend = n.Name()
 		return nil, ae
 	}
-	out.Model, out.Usage = meta.Model, meta.Usage
+	out.Model, out.Usage = answerMeta(fields)
 	return out, nil
 }
 
@@ -370,14 +366,32 @@ func addReasoningContent(data []byte, member string) []byte {
 	if err != nil {
 		return nil
 	}
+	return addReasoningContentFields(fields, member)
+}
+
+// answerMeta reads the model and usage members of an answer split by SplitObject; a
+// usage of the wrong shape counts as absent (the tokens are then estimated).
+func answerMeta(fields []Field) (model string, usage *Usage) {
+	if v := Lookup(fields, "model"); len(v) > 0 && v[0] == '"' {
+		_ = decodeString(v, &model)
+	}
+	if v := Lookup(fields, "usage"); len(v) > 0 && v[0] == '{' {
+		var u Usage
+		if json.Unmarshal(v, &u) == nil {
+			usage = &u
+		}
+	}
+	return model, usage
+}
+
+// addReasoningContentFields is addReasoningContent on an answer already split (and so
+// validated) by SplitObject.
+func addReasoningContentFields(fields []Field, member string) []byte {
 	choices := Lookup(fields, "choices")
 	if len(choices) == 0 || choices[0] != '[' {
 		return nil
 	}
-	elems, err := SplitArray(choices)
-	if err != nil {
-		return nil
-	}
+	elems := splitArrayTrusted(choices)
 	changed := false
 	newChoices := make([]byte, 0, len(choices)+64)
 	newChoices = append(newChoices, '[')
@@ -385,21 +399,17 @@ func addReasoningContent(data []byte, member string) []byte {
 		if i > 0 {
 			newChoices = append(newChoices, ',')
 		}
-		cf, err := SplitObject(c)
-		if err != nil {
+		if len(c) == 0 || c[0] != '{' {
 			newChoices = append(newChoices, c...)
 			continue
 		}
+		cf := splitObjectTrusted(c)
 		inner := Lookup(cf, member)
 		if len(inner) == 0 || inner[0] != '{' {
 			newChoices = append(newChoices, c...)
 			continue
 		}
-		df, err := SplitObject(inner)
-		if err != nil {
-			newChoices = append(newChoices, c...)
-			continue
-		}
+		df := splitObjectTrusted(inner)
 		r := Lookup(df, "reasoning")
 		if r == nil || string(r) == "null" || Lookup(df, "reasoning_content") != nil {
 			newChoices = append(newChoices, c...)
