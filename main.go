@@ -88,7 +88,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err != nil {
 		return fmt.Errorf("invalid configuration:\n%w", err)
 	}
-	log := newLogger(cfg.Log, stderr)
+	logOut := newLogOutput(stderr)
+	defer logOut.Close()
+	log := newLogger(cfg.Log, logOut)
+	log = slog.New(flushingHandler{Handler: log.Handler(), out: logOut})
 
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
@@ -537,7 +538,9 @@ func (s *Server) recordWith(ex *exchange, cand routing.Candidate, usage *backend
 	if s.d.Usage != nil {
 		s.d.Usage.Record(u)
 	}
-	s.d.Log.Info("request", "request_id", ex.id, "role", u.Role, "model", u.Model, "backend", u.Backend,
-		"status", status, "latency_ms", u.LatencyMS, "ttft_ms", u.TTFTMS, "attempts", u.Attempts, "stream", u.Stream,
-		"prompt_tokens", u.PromptTokens, "completion_tokens", u.CompletionTokens, "tokens_estimated", estimated)
+	s.d.Log.LogAttrs(context.Background(), slog.LevelInfo, "request", slog.String("request_id", ex.id),
+		slog.String("role", u.Role), slog.String("model", u.Model), slog.String("backend", u.Backend),
+		slog.Int("status", status), slog.Int64("latency_ms", u.LatencyMS), slog.Int64("ttft_ms", u.TTFTMS),
+		slog.Int("attempts", u.Attempts), slog.Bool("stream", u.Stream), slog.Int("prompt_tokens", u.PromptTokens),
+		slog.Int("completion_tokens", u.CompletionTokens), slog.Bool("tokens_estimated", estimated))
 }
