@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -376,12 +377,37 @@ func answerMeta(fields []Field) (model string, usage *Usage) {
 		_ = decodeString(v, &model)
 	}
 	if v := Lookup(fields, "usage"); len(v) > 0 && v[0] == '{' {
-		var u Usage
-		if json.Unmarshal(v, &u) == nil {
-			usage = &u
-		}
+		usage = usageFrom(splitObjectTrusted(v))
 	}
 	return model, usage
+}
+
+// usageFrom reads the token counts of a usage object (validated input); a count that is
+// not a non-negative integer makes the whole usage absent, as encoding/json would fail.
+func usageFrom(fields []Field) *Usage {
+	var u Usage
+	for _, f := range fields {
+		var dst *int
+		switch f.Key {
+		case "prompt_tokens":
+			dst = &u.PromptTokens
+		case "completion_tokens":
+			dst = &u.CompletionTokens
+		case "total_tokens":
+			dst = &u.TotalTokens
+		default:
+			continue
+		}
+		if string(f.Value) == "null" {
+			continue
+		}
+		n, err := strconv.Atoi(string(f.Value))
+		if err != nil || n < 0 {
+			return nil
+		}
+		*dst = n
+	}
+	return &u
 }
 
 // addReasoningContentFields is addReasoningContent on an answer already split (and so
