@@ -3,7 +3,6 @@ package backends
 import (
 	"bufio"
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -210,13 +209,16 @@ func InspectChunk(ev *Event) {
 	if bytes.Contains(d, []byte(`"usage"`)) {
 		// Data is validated JSON (Next checks it before calling).
 		u, ch := lookupTrusted(d, "usage"), lookupTrusted(d, "choices")
-		var usage Usage
-		if len(u) > 0 && u[0] == '{' && json.Unmarshal(u, &usage) == nil {
+		var usage *Usage
+		if len(u) > 0 && u[0] == '{' {
+			usage = usageFrom(splitObjectTrusted(u))
+		}
+		if usage != nil {
 			switch {
 			case ch == nil || isNull(ch):
-				ev.Usage, ev.UsageOnly = &usage, true
+				ev.Usage, ev.UsageOnly = usage, true
 			case len(ch) >= 2 && ch[0] == '[':
-				ev.Usage, ev.UsageOnly = &usage, len(bytes.TrimSpace(ch[1:len(ch)-1])) == 0
+				ev.Usage, ev.UsageOnly = usage, len(bytes.TrimSpace(ch[1:len(ch)-1])) == 0
 			}
 		}
 	}

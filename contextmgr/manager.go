@@ -566,87 +566,48 @@ type toolCall struct {
 	hasIndex bool
 }
 
-type chunk struct {
-	Choices []struct {
-		Index int `json:"index"`
-		Delta struct {
-			Content   *string `json:"content"`
-			ToolCalls []struct {
-				Index    int    `json:"index"`
-				ID       string `json:"id"`
-				Type     string `json:"type"`
-				Function struct {
-					Name      string `json:"name"`
-					Arguments string `json:"arguments"`
-				} `json:"function"`
-			} `json:"tool_calls"`
-		} `json:"delta"`
-	} `json:"choices"`
-}
-
 // Chunk implements Tracker.
 func (t *tracker) Chunk(data []byte) {
 	if len(data) == 0 || data[0] != '{' {
 		return
 	}
-	var c chunk
-	if json.Unmarshal(data, &c) != nil {
-		return
+	content, ok, deltas := backends.ChunkDelta(data)
+	if ok {
+		t.content.WriteString(content)
 	}
-	for _, ch := range c.Choices {
-		if ch.Index != 0 {
-			continue
+	for _, d := range deltas {
+		var tc *toolCall
+		for _, x := range t.calls {
+			if x.index == d.Index {
+				tc = x
+			}
 		}
-		if ch.Delta.Content != nil {
-			t.content.WriteString(*ch.Delta.Content)
+		if tc == nil {
+			tc = &toolCall{index: d.Index, typ: "function"}
+			t.calls = append(t.calls, tc)
 		}
-		for _, d := range ch.Delta.ToolCalls {
-			var tc *toolCall
-			for _, x := range t.calls {
-				if x.index == d.Index {
-					tc = x
-				}
-			}
-			if tc == nil {
-				tc = &toolCall{index: d.Index, typ: "function"}
-				t.calls = append(t.calls, tc)
-			}
-			if d.ID != "" {
-				tc.id = d.ID
-			}
-			if d.Type != "" {
-				tc.typ = d.Type
-			}
-			if d.Function.Name != "" {
-				tc.name += d.Function.Name
-			}
-			tc.args.WriteString(d.Function.Arguments)
+		if d.ID != "" {
+			tc.id = d.ID
 		}
+		if d.Type != "" {
+			tc.typ = d.Type
+		}
+		if d.Name != "" {
+			tc.name += d.Name
+		}
+		tc.args.WriteString(d.Arguments)
 	}
 }
 
 // Body implements Tracker.
 func (t *tracker) Body(b []byte) {
-	var r struct {
-		Choices []struct {
-			Index   int `json:"index"`
-			Message struct {
-				Content   json.RawMessage `json:"content"`
-				ToolCalls json.RawMessage `json:"tool_calls"`
-			} `json:"message"`
-		} `json:"choices"`
-	}
-	if json.Unmarshal(b, &r) != nil {
+	content, calls, ok := backends.AnswerChoice(b)
+	if !ok {
 		return
 	}
-	for _, ch := range r.Choices {
-		if ch.Index != 0 {
-			continue
-		}
-		t.content.WriteString(backends.ContentText(ch.Message.Content, 0))
-		if len(ch.Message.ToolCalls) > 0 && ch.Message.ToolCalls[0] == '[' {
-			t.body = append(json.RawMessage(nil), ch.Message.ToolCalls...)
-		}
+	t.content.WriteString(backends.ContentText(content, 0))
+	if len(calls) > 0 && calls[0] == '[' {
+		t.body = append(json.RawMessage(nil), calls...)
 	}
 }
 
