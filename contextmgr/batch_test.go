@@ -33,8 +33,8 @@ func (g *gatedBatchStore) Append(ctx context.Context, conv string, turns []Turn,
 	return g.AppendBatch(ctx, []AppendItem{{Conv: conv, Turns: turns, Meta: meta}})
 }
 
-// Exchanges queued while the writer is busy are saved together in one transaction, one
-// per conversation per batch, and every turn is stored exactly once.
+// Exchanges queued while the writer is busy are saved together in one transaction, and
+// every turn is stored exactly once.
 func TestWriterBatchesQueuedSaves(t *testing.T) {
 	st, _ := openStore(t)
 	g := &gatedBatchStore{SQLiteStore: st, release: make(chan struct{})}
