@@ -16,13 +16,19 @@ import (
 type gatedBatchStore struct {
 	*SQLiteStore
 	once    sync.Once
+	entered chan struct{} // closed when the first save is blocked (nil: not told)
 	release chan struct{}
 	mu      sync.Mutex
 	sizes   []int
 }
 
 func (g *gatedBatchStore) AppendBatch(ctx context.Context, items []AppendItem) error {
-	g.once.Do(func() { <-g.release })
+	g.once.Do(func() {
+		if g.entered != nil {
+			close(g.entered)
+		}
+		<-g.release
+	})
 	g.mu.Lock()
 	g.sizes = append(g.sizes, len(items))
 	g.mu.Unlock()
