@@ -328,3 +328,60 @@ func TestBatchFailureFallsBackOneByOne(t *testing.T) {
 		}
 	}
 }
+
+// signalStore tells each save on a channel.
+type signalStore struct {
+	*gatedBatchStore
+	saved chan int
+}
+
+func (s *signalStore) AppendBatch(ctx context.Context, items []AppendItem) error {
+	err := s.gatedBatchStore.AppendBatch(ctx, items)
+	s.saved <- len(items)
+	return err
+}
+
+func (s *signalStore) Append(ctx context.Context, conv string, turns []Turn, meta Meta) error {
+	return s.AppendBatch(ctx, []AppendItem{{Conv: conv, Turns: turns, Meta: meta}})
+}
+
+// Under load the writer keeps a batch open for more exchanges, but an exchange after a
+// quiet spell is saved without waiting, and a flush closes an open batch at once.
+func TestWriterLinger(t *testing.T) {
+	st, db := openStore(t)
+	g := &gatedBatchStore{SQLiteStore: st, release: make(chan struct{})}
+	close(g.release)
+	s := &signalStore{gatedBatchStore: g, saved: make(chan int, 16)}
+	w := &writer{store: s, log: slog.New(slog.DiscardHandler), timeout: 5 * time.Second, linger: time.Hour, queue: storage.NewQueue[job](64)}
+	go w.run()
+	defer w.close(context.Background())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	wait := func(what string) int {
+		t.Helper()
+		select {
+		case n := <-s.saved:
+			return n
+		case <-ctx.Done():
+			t.Fatalf("%s: not saved", what)
+			return 0
+		}
+	}
+	w.enqueue(exchangeJob("c", "r1", "p", ans("a1"), "user", "q1"))
+	if n := wait("the first exchange, without a flush"); n != 1 {
+		t.Errorf("first save of %d exchanges, want 1", n)
+	}
+	// Taken right after the first: the writer waits for more, until the flush.
+	for i := 2; i <= 4; i++ {
+		w.enqueue(exchangeJob("c", fmt.Sprintf("r%d", i), "p", ans(fmt.Sprintf("a%d", i)), "user", fmt.Sprintf("q%d", i)))
+	}
+	if err := w.sync(ctx); err != nil {
+		t.Fatalf("flush during a lingering batch: %v", err)
+	}
+	if n := wait("the lingering batch"); n != 3 {
+		t.Errorf("lingering batch saved %d exchanges, want the 3 queued", n)
+	}
+	if got := len(readState(t, db).Messages); got != 8 {
+		t.Errorf("%d messages stored, want 8", got)
+	}
+}

@@ -28,6 +28,7 @@ type writer struct {
 	deleter func(ctx context.Context, conv string) (int64, error)
 	log     *slog.Logger
 	timeout time.Duration
+	linger  time.Duration // saveLinger; 0: never wait for more
 	queue   *storage.Queue[job]
 
 	saved    atomic.Int64 // exchanges saved
@@ -38,7 +39,7 @@ type writer struct {
 }
 
 func newWriter(store Store, size int, timeout time.Duration, log *slog.Logger) *writer {
-	w := &writer{store: store, log: log, timeout: timeout, queue: storage.NewQueue[job](size)}
+	w := &writer{store: store, log: log, timeout: timeout, linger: saveLinger, queue: storage.NewQueue[job](size)}
 	go w.run()
 	return w
 }
@@ -106,10 +107,17 @@ func (w *writer) close(ctx context.Context) error {
 // maxSaveBatch caps how many queued exchanges one transaction saves.
 const maxSaveBatch = 64
 
+// saveLinger is how long a batch stays open for more exchanges while they come in quickly
+// (the previous one was taken less than saveLinger before): under load one commit then
+// serves several exchanges instead of each paying its own. An exchange after a quiet spell
+// is saved at once, and a flush or a deletion closes the batch at once.
+const saveLinger = 2 * time.Millisecond
+
 func (w *writer) run() {
 	defer w.queue.Finish()
 	batching := w.batching()
 	var next *job
+	var lastTaken time.Time // when the writer last took an exchange
 	for {
 		var j job
 		if next != nil {
@@ -130,26 +138,34 @@ func (w *writer) run() {
 			cancel()
 			continue
 		}
+		now := time.Now()
+		busy := w.linger > 0 && now.Sub(lastTaken) < w.linger
+		lastTaken = now
 		// Take what else is queued (up to a flush or a deletion, which keep their place)
 		// into one transaction, in arrival order; exchanges of one conversation are planned
 		// in that order, each counting what the earlier ones add.
 		batch := []job{j}
 		if batching {
-		gather:
+			var wait <-chan time.Time
+			var timer *time.Timer
+			if busy {
+				timer = time.NewTimer(w.linger)
+				wait = timer.C
+			}
 			for len(batch) < maxSaveBatch {
-				select {
-				case k, ok := <-w.queue.Items():
-					if !ok {
-						break gather
-					}
-					if k.flush != nil || k.del != nil {
-						next = &k
-						break gather
-					}
-					batch = append(batch, k)
-				default:
-					break gather
+				k, open, got := w.take(wait)
+				if !open || !got {
+					break
 				}
+				if k.flush != nil || k.del != nil {
+					next = &k
+					break
+				}
+				lastTaken = time.Now()
+				batch = append(batch, k)
+			}
+			if timer != nil {
+				timer.Stop()
 			}
 		}
 		if len(batch) > 1 && w.saveBatch(batch) {
@@ -158,6 +174,25 @@ func (w *writer) run() {
 		for _, b := range batch {
 			w.saveOne(b)
 		}
+	}
+}
+
+// take takes the next queued item: at once when wait is nil, else waiting until wait
+// fires. got is false when there was none; open is false when the queue is closed.
+func (w *writer) take(wait <-chan time.Time) (k job, open, got bool) {
+	if wait == nil {
+		select {
+		case k, open = <-w.queue.Items():
+			return k, open, true
+		default:
+			return job{}, true, false
+		}
+	}
+	select {
+	case k, open = <-w.queue.Items():
+		return k, open, true
+	case <-wait:
+		return job{}, true, false
 	}
 }
 
