@@ -16,13 +16,19 @@ import (
 type gatedBatchStore struct {
 	*SQLiteStore
 	once    sync.Once
+	entered chan struct{} // closed when the first save is blocked (nil: not told)
 	release chan struct{}
 	mu      sync.Mutex
 	sizes   []int
 }
 
 func (g *gatedBatchStore) AppendBatch(ctx context.Context, items []AppendItem) error {
-	g.once.Do(func() { <-g.release })
+	g.once.Do(func() {
+		if g.entered != nil {
+			close(g.entered)
+		}
+		<-g.release
+	})
 	g.mu.Lock()
 	g.sizes = append(g.sizes, len(items))
 	g.mu.Unlock()
@@ -33,8 +39,8 @@ func (g *gatedBatchStore) Append(ctx context.Context, conv string, turns []Turn,
 	return g.AppendBatch(ctx, []AppendItem{{Conv: conv, Turns: turns, Meta: meta}})
 }
 
-// Exchanges queued while the writer is busy are saved together in one transaction, one
-// per conversation per batch, and every turn is stored exactly once.
+// Exchanges queued while the writer is busy are saved together in one transaction, and
+// every turn is stored exactly once.
 func TestWriterBatchesQueuedSaves(t *testing.T) {
 	st, _ := openStore(t)
 	g := &gatedBatchStore{SQLiteStore: st, release: make(chan struct{})}

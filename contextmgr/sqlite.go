@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/bits"
 	"sort"
 	"strings"
 	"time"
@@ -69,20 +70,25 @@ func (s *SQLiteStore) History(ctx context.Context, conversationID string, limit 
 
 // CountStored says how many times each of hashes is stored for a conversation (hashes not
 // stored are absent), through the (conversation_id, hash) index: a save costs the same
-// however long the conversation has grown.
+// however long the conversation has grown. The IN list is padded to a power of two by
+// repeating a hash (IN is a set: a repeat changes no count), so that a handful of query
+// texts serve every call and the connection's statement cache holds them prepared.
 func (s *SQLiteStore) CountStored(ctx context.Context, conversationID string, hashes []string) (map[string]int, error) {
 	out := make(map[string]int, len(hashes))
-	const chunk = 400
+	const chunk = 1 << (len(countStoredQueries) - 1)
 	for len(hashes) > 0 {
 		n := min(len(hashes), chunk)
-		args := make([]any, 0, n+1)
+		lg := bits.Len(uint(n - 1)) // the IN list holds 1<<lg >= n hashes
+		width := 1 << lg
+		args := make([]any, 0, width+1)
 		args = append(args, conversationID)
 		for _, h := range hashes[:n] {
 			args = append(args, h)
 		}
-		q := `SELECT hash, COUNT(*) FROM messages WHERE conversation_id = ? AND hash IN (?` +
-			strings.Repeat(",?", n-1) + `) GROUP BY hash`
-		rows, err := s.db.QueryContext(ctx, q, args...)
+		for len(args) < width+1 {
+			args = append(args, hashes[n-1])
+		}
+		rows, err := s.db.QueryContext(ctx, countStoredQueries[lg], args...)
 		if err != nil {
 			return nil, fmt.Errorf("contextmgr: counting stored turns: %w", err)
 		}
@@ -105,18 +111,50 @@ func (s *SQLiteStore) CountStored(ctx context.Context, conversationID string, ha
 	return out, nil
 }
 
+// countStoredQueries are CountStored's query texts, by log2 of the IN-list width.
+var countStoredQueries = func() (qs [9]string) {
+	for i := range qs {
+		qs[i] = `SELECT hash, COUNT(*) FROM messages WHERE conversation_id = ? AND hash IN (?` +
+			strings.Repeat(",?", 1<<i-1) + `) GROUP BY hash`
+	}
+	return qs
+}()
+
 // Append implements Store: one transaction adds the turns and their index entries.
 func (s *SQLiteStore) Append(ctx context.Context, conversationID string, turns []Turn, meta Meta) error {
 	return s.AppendBatch(ctx, []AppendItem{{Conv: conversationID, Turns: turns, Meta: meta}})
 }
 
-// AppendBatch appends several conversations' turns in one transaction: all or none.
+// AppendBatch appends several conversations' turns in one transaction: all or none. A
+// conversation may come several times, in order; what is stored is what appending the
+// items one by one stores, with one conversations upsert and one MAX(seq) per conversation.
 func (s *SQLiteStore) AppendBatch(ctx context.Context, items []AppendItem) error {
-	n := 0
-	for _, it := range items {
-		n += len(it.Turns)
+	type convRow struct {
+		created, updated, role, profile string
+		seq                             int64
 	}
-	if n == 0 {
+	convs := map[string]*convRow{}
+	var order []string
+	now := make([]string, len(items))
+	for i, it := range items {
+		if len(it.Turns) == 0 {
+			continue
+		}
+		now[i] = s.now().UTC().Format(time.RFC3339Nano)
+		c, ok := convs[it.Conv]
+		if !ok {
+			c = &convRow{created: now[i], profile: it.Meta.Profile}
+			convs[it.Conv] = c
+			order = append(order, it.Conv)
+		}
+		// Upserting once with the last save time and role, and a profile that is '' unless
+		// every item agrees, leaves the row as one upsert per item would.
+		c.updated, c.role = now[i], it.Meta.Role
+		if c.profile != it.Meta.Profile {
+			c.profile = ""
+		}
+	}
+	if len(order) == 0 {
 		return nil
 	}
 	tx, err := s.db.BeginTx(ctx, nil)
@@ -124,11 +162,25 @@ func (s *SQLiteStore) AppendBatch(ctx context.Context, items []AppendItem) error
 		return fmt.Errorf("contextmgr: saving: %w", err)
 	}
 	defer tx.Rollback()
-	for _, it := range items {
+	for _, conv := range order {
+		c := convs[conv]
+		// A conversation continued under another profile belongs to neither: its profile
+		// becomes '', which no profile's similar search reads.
+		if _, err := tx.ExecContext(ctx, `INSERT INTO conversations (id, created_at, updated_at, role, profile) VALUES (?, ?, ?, ?, ?)
+		ON CONFLICT(id) DO UPDATE SET updated_at = excluded.updated_at, role = excluded.role,
+			profile = CASE WHEN conversations.profile = excluded.profile THEN conversations.profile ELSE '' END`,
+			conv, c.created, c.updated, c.role, c.profile); err != nil {
+			return fmt.Errorf("contextmgr: saving conversation: %w", err)
+		}
+		if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(seq), 0) FROM messages WHERE conversation_id = ?`, conv).Scan(&c.seq); err != nil {
+			return fmt.Errorf("contextmgr: saving: %w", err)
+		}
+	}
+	for i, it := range items {
 		if len(it.Turns) == 0 {
 			continue
 		}
-		if err := s.appendTx(ctx, tx, it.Conv, it.Turns, it.Meta); err != nil {
+		if err := s.appendTx(ctx, tx, it, &convs[it.Conv].seq, now[i]); err != nil {
 			return err
 		}
 	}
@@ -138,25 +190,18 @@ func (s *SQLiteStore) AppendBatch(ctx context.Context, items []AppendItem) error
 	return nil
 }
 
-// appendTx adds one conversation's turns and their index entries inside tx.
-func (s *SQLiteStore) appendTx(ctx context.Context, tx *sql.Tx, conversationID string, turns []Turn, meta Meta) error {
-	now := s.now().UTC().Format(time.RFC3339Nano)
-	// A conversation continued under another profile belongs to neither: its profile
-	// becomes '', which no profile's similar search reads.
-	if _, err := tx.ExecContext(ctx, `INSERT INTO conversations (id, created_at, updated_at, role, profile) VALUES (?, ?, ?, ?, ?)
-		ON CONFLICT(id) DO UPDATE SET updated_at = excluded.updated_at, role = excluded.role,
-			profile = CASE WHEN conversations.profile = excluded.profile THEN conversations.profile ELSE '' END`,
-		conversationID, now, now, meta.Role, meta.Profile); err != nil {
-		return fmt.Errorf("contextmgr: saving conversation: %w", err)
-	}
-	var seq int64
-	if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(seq), 0) FROM messages WHERE conversation_id = ?`, conversationID).Scan(&seq); err != nil {
-		return fmt.Errorf("contextmgr: saving: %w", err)
-	}
-	for _, t := range turns {
-		seq++
+// appendTx adds one item's messages and their index entries inside tx, after *seq.
+func (s *SQLiteStore) appendTx(ctx context.Context, tx *sql.Tx, it AppendItem, seq *int64, now string) error {
+	for i, t := range it.Turns {
+		*seq++
+		h := ""
+		if len(it.hashes) == len(it.Turns) {
+			h = it.hashes[i]
+		} else {
+			h = t.hash()
+		}
 		res, err := tx.ExecContext(ctx, `INSERT INTO messages (conversation_id, seq, created_at, request_id, role, content, tool_calls, tool_call_id, hash)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, conversationID, seq, now, meta.RequestID, t.Role, t.Content, string(t.ToolCalls), t.ToolCallID, t.hash())
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, it.Conv, *seq, now, it.Meta.RequestID, t.Role, t.Content, string(t.ToolCalls), t.ToolCallID, h)
 		if err != nil {
 			return fmt.Errorf("contextmgr: saving message: %w", err)
 		}

@@ -61,6 +61,8 @@ type AppendItem struct {
 	Conv  string
 	Turns []Turn
 	Meta  Meta
+	// hashes are Turns' hashes when the writer computed them already (else nil).
+	hashes []string
 }
 
 // batchAppender is a Store that can save several conversations in one transaction (the

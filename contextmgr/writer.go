@@ -28,6 +28,7 @@ type writer struct {
 	deleter func(ctx context.Context, conv string) (int64, error)
 	log     *slog.Logger
 	timeout time.Duration
+	linger  time.Duration // saveLinger; 0: never wait for more
 	queue   *storage.Queue[job]
 
 	saved    atomic.Int64 // exchanges saved
@@ -38,7 +39,7 @@ type writer struct {
 }
 
 func newWriter(store Store, size int, timeout time.Duration, log *slog.Logger) *writer {
-	w := &writer{store: store, log: log, timeout: timeout, queue: storage.NewQueue[job](size)}
+	w := &writer{store: store, log: log, timeout: timeout, linger: saveLinger, queue: storage.NewQueue[job](size)}
 	go w.run()
 	return w
 }
@@ -106,10 +107,17 @@ func (w *writer) close(ctx context.Context) error {
 // maxSaveBatch caps how many queued exchanges one transaction saves.
 const maxSaveBatch = 64
 
+// saveLinger is how long a batch stays open for more exchanges while they come in quickly
+// (the previous one was taken less than saveLinger before): under load one commit then
+// serves several exchanges instead of each paying its own. An exchange after a quiet spell
+// is saved at once, and a flush or a deletion closes the batch at once.
+const saveLinger = 2 * time.Millisecond
+
 func (w *writer) run() {
 	defer w.queue.Finish()
 	batching := w.batching()
 	var next *job
+	var lastTaken time.Time // when the writer last took an exchange
 	for {
 		var j job
 		if next != nil {
@@ -130,27 +138,34 @@ func (w *writer) run() {
 			cancel()
 			continue
 		}
-		// Take what else is queued (one exchange per conversation, up to a flush or a
-		// deletion, which keep their place) into one transaction.
+		now := time.Now()
+		busy := w.linger > 0 && now.Sub(lastTaken) < w.linger
+		lastTaken = now
+		// Take what else is queued (up to a flush or a deletion, which keep their place)
+		// into one transaction, in arrival order; exchanges of one conversation are planned
+		// in that order, each counting what the earlier ones add.
 		batch := []job{j}
 		if batching {
-			convs := map[string]bool{j.conv: true}
-		gather:
+			var wait <-chan time.Time
+			var timer *time.Timer
+			if busy {
+				timer = time.NewTimer(w.linger)
+				wait = timer.C
+			}
 			for len(batch) < maxSaveBatch {
-				select {
-				case k, ok := <-w.queue.Items():
-					if !ok {
-						break gather
-					}
-					if k.flush != nil || k.del != nil || convs[k.conv] {
-						next = &k
-						break gather
-					}
-					convs[k.conv] = true
-					batch = append(batch, k)
-				default:
-					break gather
+				k, open, got := w.take(wait)
+				if !open || !got {
+					break
 				}
+				if k.flush != nil || k.del != nil {
+					next = &k
+					break
+				}
+				lastTaken = time.Now()
+				batch = append(batch, k)
+			}
+			if timer != nil {
+				timer.Stop()
 			}
 		}
 		if len(batch) > 1 && w.saveBatch(batch) {
@@ -159,6 +174,25 @@ func (w *writer) run() {
 		for _, b := range batch {
 			w.saveOne(b)
 		}
+	}
+}
+
+// take takes the next queued item: at once when wait is nil, else waiting until wait
+// fires. got is false when there was none; open is false when the queue is closed.
+func (w *writer) take(wait <-chan time.Time) (k job, open, got bool) {
+	if wait == nil {
+		select {
+		case k, open = <-w.queue.Items():
+			return k, open, true
+		default:
+			return job{}, true, false
+		}
+	}
+	select {
+	case k, open = <-w.queue.Items():
+		return k, open, true
+	case <-wait:
+		return job{}, true, false
 	}
 }
 
@@ -171,19 +205,15 @@ func (w *writer) batching() bool {
 	return ok
 }
 
-// saveBatch saves a batch of exchanges of distinct conversations in one transaction. On
-// any failure nothing of it is stored and it reports false: the caller saves them one by
-// one, with retries.
+// saveBatch saves a batch of exchanges in one transaction. On any failure nothing of it is
+// stored and it reports false: the caller saves them one by one, with retries, re-planning
+// each from what is stored.
 func (w *writer) saveBatch(batch []job) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), w.timeout)
 	defer cancel()
-	items := make([]AppendItem, 0, len(batch))
-	for _, j := range batch {
-		add, err := w.plan(ctx, j)
-		if err != nil {
-			return false
-		}
-		items = append(items, AppendItem{Conv: j.conv, Turns: add, Meta: j.meta})
+	items, err := w.planBatch(ctx, batch)
+	if err != nil {
+		return false
 	}
 	if err := w.store.(batchAppender).AppendBatch(ctx, items); err != nil {
 		return false
@@ -257,31 +287,106 @@ func (w *writer) save(ctx context.Context, j job) (int, error) {
 // plan returns what save appends for j: the turns the store does not hold yet, then the
 // answer.
 func (w *writer) plan(ctx context.Context, j job) ([]Turn, error) {
-	turns := conversationTurns(j.msgs)
-	hashes := make([]string, len(turns))
-	for i, t := range turns {
-		hashes[i] = t.hash()
-	}
-	var have map[string]int
-	var err error
-	if sc, ok := w.store.(storedCounter); ok {
-		have, err = sc.CountStored(ctx, j.conv, hashes)
-	} else {
-		have, err = countFromHistory(ctx, w.store, j.conv, hashes)
-	}
+	items, err := w.planBatch(ctx, []job{j})
 	if err != nil {
 		return nil, err
 	}
-	add := make([]Turn, 0, 2)
-	for i, t := range turns {
-		if h := hashes[i]; have[h] > 0 {
-			have[h]--
-			continue
+	return items[0].Turns, nil
+}
+
+// convPlan is what planBatch knows of one conversation of a batch: the distinct hashes its
+// exchanges carry, how often the store holds each, and how often the batch's earlier
+// exchanges add each.
+type convPlan struct {
+	hashes  []string
+	seen    map[string]bool
+	stored  map[string]int
+	pending map[string]int
+}
+
+// planBatch plans a batch of exchanges, in order, exactly as saving them one by one would:
+// the store is asked once per conversation, and an exchange counts what the batch's earlier
+// exchanges of its conversation append as already stored. A turn sent again by every
+// request of a conversation is hashed once per batch.
+func (w *writer) planBatch(ctx context.Context, batch []job) ([]AppendItem, error) {
+	turns := make([][]Turn, len(batch))
+	hashes := make([][]string, len(batch))
+	memo := turnHashes{}
+	convs := map[string]*convPlan{}
+	var order []string
+	for i, j := range batch {
+		turns[i] = conversationTurns(j.msgs)
+		hashes[i] = make([]string, len(turns[i]))
+		c := convs[j.conv]
+		if c == nil {
+			c = &convPlan{seen: map[string]bool{}, pending: map[string]int{}}
+			convs[j.conv] = c
+			order = append(order, j.conv)
 		}
-		add = append(add, t)
+		for k, t := range turns[i] {
+			h := memo.hash(t)
+			hashes[i][k] = h
+			if !c.seen[h] {
+				c.seen[h] = true
+				c.hashes = append(c.hashes, h)
+			}
+		}
 	}
-	if j.answer.Role != "" {
-		add = append(add, j.answer)
+	for _, conv := range order {
+		c := convs[conv]
+		var err error
+		if c.stored, err = w.countStored(ctx, conv, c.hashes); err != nil {
+			return nil, err
+		}
 	}
-	return add, nil
+	items := make([]AppendItem, len(batch))
+	for i, j := range batch {
+		c := convs[j.conv]
+		have := make(map[string]int, len(hashes[i]))
+		for _, h := range hashes[i] {
+			have[h] = c.stored[h] + c.pending[h]
+		}
+		add, addHashes := make([]Turn, 0, 2), make([]string, 0, 2)
+		for k, t := range turns[i] {
+			h := hashes[i][k]
+			if have[h] > 0 {
+				have[h]--
+				continue
+			}
+			add, addHashes = append(add, t), append(addHashes, h)
+		}
+		if j.answer.Role != "" {
+			add, addHashes = append(add, j.answer), append(addHashes, memo.hash(j.answer))
+		}
+		for _, h := range addHashes {
+			c.pending[h]++
+		}
+		items[i] = AppendItem{Conv: j.conv, Turns: add, Meta: j.meta, hashes: addHashes}
+	}
+	return items, nil
+}
+
+// countStored counts how often the store holds each of hashes for conv.
+func (w *writer) countStored(ctx context.Context, conv string, hashes []string) (map[string]int, error) {
+	if sc, ok := w.store.(storedCounter); ok {
+		return sc.CountStored(ctx, conv, hashes)
+	}
+	return countFromHistory(ctx, w.store, conv, hashes)
+}
+
+// turnHashes memoizes Turn.hash within a batch: the exchanges of one conversation resend
+// the same turns (a full-history client sends all of them every time), and hashing a map
+// key is much cheaper than SHA-256.
+type turnHashes map[turnHashKey]string
+
+type turnHashKey struct{ role, content, toolCalls, toolCallID string }
+
+func (m turnHashes) hash(t Turn) string {
+	k := turnHashKey{t.Role, t.Content, string(t.ToolCalls), t.ToolCallID}
+	if h, ok := m[k]; ok {
+		return h
+	}
+	h := t.hash()
+	m[k] = h
+	return h
 }
