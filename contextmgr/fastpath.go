@@ -546,36 +546,19 @@ func fastPathStats(store Store) *FastPathStats {
 	return nil
 }
 
-// turnIndex answers "is this turn among those?" as a set of Turn.hash values would, but
-// hashes only the turns that share role, trimmed text and tool call id with the one asked
-// about (equal hashes imply those are equal): stored history is not hashed, nor are its tool
-// calls decoded, on every request and every save.
-type turnIndex map[turnKey][]Turn
-
-type turnKey struct{ role, content, toolCallID string }
-
-func keyOf(t Turn) turnKey {
-	return turnKey{t.Role, strings.TrimSpace(t.Content), t.ToolCallID}
-}
-
-// indexTurns indexes turns.
-func indexTurns(turns []Turn) turnIndex {
-	ix := make(turnIndex, len(turns))
-	for _, t := range turns {
-		k := keyOf(t)
-		ix[k] = append(ix[k], t)
-	}
-	return ix
-}
-
-// has reports whether a turn with t's hash is in the index.
-func (ix turnIndex) has(t Turn) bool {
-	cands := ix[keyOf(t)]
-	if len(cands) == 0 {
-		return false
-	}
-	h := t.hash()
-	for _, c := range cands {
+// containsTurn reports whether a turn with t's hash is among turns, hashing only the turns
+// that share role, trimmed text and tool call id with t (equal hashes imply those are
+// equal): stored history is not hashed, nor are its tool calls decoded, on every request.
+func containsTurn(turns []Turn, t Turn) bool {
+	content := strings.TrimSpace(t.Content)
+	h := ""
+	for _, c := range turns {
+		if c.Role != t.Role || c.ToolCallID != t.ToolCallID || strings.TrimSpace(c.Content) != content {
+			continue
+		}
+		if h == "" {
+			h = t.hash()
+		}
 		if c.hash() == h {
 			return true
 		}

@@ -303,7 +303,7 @@ func (m *Manager) Enrich(ctx context.Context, req *backends.ChatRequest, in Inpu
 
 	// History for a thin client, unless the request already starts with stored turns.
 	if len(hist) > 0 {
-		if !indexTurns(hist).has(turns[0]) {
+		if !containsTurn(hist, turns[0]) {
 			room := budget
 			if m.cfg.SimilarLimit > 0 {
 				room = budget * 2 / 3
