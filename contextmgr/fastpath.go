@@ -284,23 +284,10 @@ func (f *FastPath) History(ctx context.Context, conversationID string, limit int
 
 // history answers from memory when it can; bounded lookups are subject to MaxLookups.
 func (f *FastPath) history(ctx context.Context, conversationID string, limit int, bounded bool) ([]Turn, error) {
-	var gen uint64
 	st := f.stripe(conversationID)
-	if f.opt.Exclusive {
-		f.mu.Lock()
-		if _, ok := f.known[f.idHash(conversationID)]; f.knownReady && !ok {
-			f.mu.Unlock()
-			f.unknownHits.Add(1)
-			return nil, nil
-		}
-		if e, ok := f.hist[conversationID]; ok && (e.all || (limit > 0 && limit <= len(e.turns))) {
-			f.mu.Unlock()
-			f.histHits.Add(1)
-			return tail(e.turns, limit), nil
-		}
-		gen = f.histGen[st]
-		f.mu.Unlock()
-		f.histMisses.Add(1)
+	h, gen, ok := f.historyFromMemory(conversationID, limit, true)
+	if ok {
+		return h, nil
 	}
 	if bounded {
 		if !f.acquire() {
@@ -319,6 +306,48 @@ func (f *FastPath) history(ctx context.Context, conversationID string, limit int
 	}
 	f.mu.Unlock()
 	return h, nil
+}
+
+// historyFromMemory answers History from memory (ok), else returns the generation of the
+// conversation's stripe to load against.
+func (f *FastPath) historyFromMemory(conversationID string, limit int, countMiss bool) (turns []Turn, gen uint64, ok bool) {
+	if !f.opt.Exclusive {
+		return nil, 0, false
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, known := f.known[f.idHash(conversationID)]; f.knownReady && !known {
+		f.unknownHits.Add(1)
+		return nil, 0, true
+	}
+	if e, cached := f.hist[conversationID]; cached && (e.all || (limit > 0 && limit <= len(e.turns))) {
+		f.histHits.Add(1)
+		return tail(e.turns, limit), 0, true
+	}
+	if countMiss {
+		f.histMisses.Add(1)
+	}
+	return nil, f.histGen[f.stripe(conversationID)], false
+}
+
+// cachedHistory is History when memory can answer it (ok), without touching the store: the
+// request path asks it first and starts a bounded lookup only when it cannot.
+func (f *FastPath) cachedHistory(conversationID string, limit int) ([]Turn, bool) {
+	h, _, ok := f.historyFromMemory(conversationID, limit, false)
+	return h, ok
+}
+
+// cachedSimilar is Similar when a fresh cached result answers it (ok).
+func (f *FastPath) cachedSimilar(query, exclude, profile string, limit int) ([]Interaction, bool) {
+	k := simKey{query: query, exclude: exclude, profile: profile, limit: limit}
+	now := f.opt.Now()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if l, ok := f.sims[k]; ok && now.Sub(l.at) < similarTTL {
+		f.simHits.Add(1)
+		return l.res[:len(l.res):len(l.res)], true
+	}
+	return nil, false
 }
 
 // putHist caches e (or drops conv's entry when e is too large), evicting arbitrary
@@ -441,15 +470,13 @@ func (f *FastPath) invalidateSimilar(drop func(*simLoad) bool) {
 
 // Similar implements Store.
 func (f *FastPath) Similar(ctx context.Context, query, exclude, profile string, limit int) ([]Interaction, error) {
+	if res, ok := f.cachedSimilar(query, exclude, profile, limit); ok {
+		return res, nil
+	}
 	k := simKey{query: query, exclude: exclude, profile: profile, limit: limit}
 	now := f.opt.Now()
 	f.mu.Lock()
-	if l, ok := f.sims[k]; ok {
-		if now.Sub(l.at) < similarTTL {
-			f.mu.Unlock()
-			f.simHits.Add(1)
-			return l.res[:len(l.res):len(l.res)], nil
-		}
+	if l, ok := f.sims[k]; ok && now.Sub(l.at) >= similarTTL {
 		delete(f.sims, k)
 	}
 	if l, ok := f.simPending[k]; ok && !l.stale {

@@ -257,46 +257,63 @@ func (m *Manager) Enrich(ctx context.Context, req *backends.ChatRequest, in Inpu
 		m.cacheMu.Unlock()
 	}
 
-	ctx, cancel := context.WithTimeout(ctx, m.cfg.LoadTimeout)
-	defer cancel()
-	type loaded[T any] struct {
-		v   T
-		err error
-	}
-	var histc chan loaded[[]Turn]
-	var simc chan loaded[[]Interaction]
-	if thin && m.cfg.HistoryTurns > 0 {
-		histc = make(chan loaded[[]Turn], 1)
-		go func() {
-			h, err := m.store.History(ctx, in.ConversationID, m.cfg.HistoryTurns)
-			histc <- loaded[[]Turn]{h, err}
-		}()
-	}
-	if m.cfg.SimilarLimit > 0 && !haveCached && strings.TrimSpace(query) != "" {
-		simc = make(chan loaded[[]Interaction], 1)
-		go func() {
-			s, err := m.store.Similar(ctx, query, in.ConversationID, in.Profile, m.cfg.SimilarLimit)
-			simc <- loaded[[]Interaction]{s, err}
-		}()
-	}
 	var res Result
 	var hist []Turn
 	var sims []Interaction
 	var errs []error
-	if histc != nil {
-		select {
-		case r := <-histc:
-			hist, _ = r.v, m.noteErr(r.err, &errs)
-		case <-ctx.Done():
-			m.noteErr(fmt.Errorf("contextmgr: loading history: %w", ctx.Err()), &errs)
+	needHist := thin && m.cfg.HistoryTurns > 0
+	needSim := m.cfg.SimilarLimit > 0 && !haveCached && strings.TrimSpace(query) != ""
+	// What memory answers needs no lookup, no goroutine and no deadline.
+	if ml, ok := m.store.(memoryLookups); ok {
+		if needHist {
+			if h, ok := ml.cachedHistory(in.ConversationID, m.cfg.HistoryTurns); ok {
+				hist, needHist = h, false
+			}
+		}
+		if needSim {
+			if s, ok := ml.cachedSimilar(query, in.ConversationID, in.Profile, m.cfg.SimilarLimit); ok {
+				sims, needSim = s, false
+			}
 		}
 	}
-	if simc != nil {
-		select {
-		case r := <-simc:
-			sims, _ = r.v, m.noteErr(r.err, &errs)
-		case <-ctx.Done():
-			m.noteErr(fmt.Errorf("contextmgr: searching similar interactions: %w", ctx.Err()), &errs)
+	if needHist || needSim {
+		ctx, cancel := context.WithTimeout(ctx, m.cfg.LoadTimeout)
+		defer cancel()
+		type loaded[T any] struct {
+			v   T
+			err error
+		}
+		var histc chan loaded[[]Turn]
+		var simc chan loaded[[]Interaction]
+		if needHist {
+			histc = make(chan loaded[[]Turn], 1)
+			go func() {
+				h, err := m.store.History(ctx, in.ConversationID, m.cfg.HistoryTurns)
+				histc <- loaded[[]Turn]{h, err}
+			}()
+		}
+		if needSim {
+			simc = make(chan loaded[[]Interaction], 1)
+			go func() {
+				s, err := m.store.Similar(ctx, query, in.ConversationID, in.Profile, m.cfg.SimilarLimit)
+				simc <- loaded[[]Interaction]{s, err}
+			}()
+		}
+		if histc != nil {
+			select {
+			case r := <-histc:
+				hist, _ = r.v, m.noteErr(r.err, &errs)
+			case <-ctx.Done():
+				m.noteErr(fmt.Errorf("contextmgr: loading history: %w", ctx.Err()), &errs)
+			}
+		}
+		if simc != nil {
+			select {
+			case r := <-simc:
+				sims, _ = r.v, m.noteErr(r.err, &errs)
+			case <-ctx.Done():
+				m.noteErr(fmt.Errorf("contextmgr: searching similar interactions: %w", ctx.Err()), &errs)
+			}
 		}
 	}
 	res.Err = errors.Join(errs...)
@@ -494,6 +511,14 @@ func addSystem(req *backends.ChatRequest, text string) {
 		}
 	}
 	req.Messages = append([]backends.Message{backends.NewMessage("system", text)}, req.Messages...)
+}
+
+// memoryLookups is a store that can answer some lookups from memory without touching what
+// is behind it (FastPath): Enrich asks it first and starts bounded lookups, each on its
+// own goroutine under the load deadline, only for what it cannot answer.
+type memoryLookups interface {
+	cachedHistory(conversationID string, limit int) ([]Turn, bool)
+	cachedSimilar(query, exclude, profile string, limit int) ([]Interaction, bool)
 }
 
 // IsCondensing reports a context-condensing (summarisation) request, such as Roo Code's
