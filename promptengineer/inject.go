@@ -45,7 +45,7 @@ func inject(req *backends.ChatRequest, block string, mode Injection) string {
 		if m.Role != "system" && m.Role != "developer" {
 			continue
 		}
-		if hasMarker(m.Content) {
+		if hasMarker(m.ContentJSON()) {
 			return injAlready
 		}
 		if idx < 0 {
