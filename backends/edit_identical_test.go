@@ -196,3 +196,26 @@ func TestEditDoesNotCopyContent(t *testing.T) {
 		t.Errorf("%d bytes allocated per edit and write of a %d byte system prompt, want far less", per, len(req.Messages[0].Content))
 	}
 }
+
+// TestPartsTextMatchesSplitObject: the text of a parts array, read without splitting each
+// part, is what splitting each part with SplitObject gives, at every limit: parts with
+// escaped member names, duplicate or nested "text" members, non-string types, non-object
+// elements, empty texts, multi-byte runes at the cut, white space.
+func TestPartsTextMatchesSplitObject(t *testing.T) {
+	contents := []string{
+		`[{"type":"text","text":"hello"},{"type":"text","text":"éa"},{"type":"text","text":"b"}]`,
+		`[{"t\u0079pe":"text","t\u0065xt":"escaped names"},{"type":"image_url","text":"not text"},{"text":"no type"}]`,
+		`[{"type":"text","text":"first","text":"second"},{"type":"text","meta":{"text":"nested"},"text":"outer"}]`,
+		`[{"type":5,"text":"number type"},"a string",7,null,[{"text":"in array"}],{"type":"text"},{"type":"text","text":""},{"type":"text","text":"after empty"}]`,
+		`[ { "type" : "text" , "text" : "spaced \n\u00e9\ud83d\ude00" , "cache_control" : { "type" : "ephemeral" } } , { "type":"text","text":"z" } ] `,
+		`[{"type":"text","text":"😀😀😀"},{"type":"text","text":"日本語のテキスト"},{"type":"te\u0078t","text":"escaped type"}]`,
+		`[]`,
+	}
+	for _, c := range contents {
+		for limit := range 40 {
+			if got, want := ContentText(json.RawMessage(c), limit), legacyPartsText(json.RawMessage(c), limit); got != want {
+				t.Errorf("ContentText(%s, %d) = %q, want %q", c, limit, got, want)
+			}
+		}
+	}
+}

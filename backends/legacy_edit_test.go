@@ -3,6 +3,7 @@ package backends
 import (
 	"bytes"
 	"encoding/json"
+	"strings"
 )
 
 // legacySetText is AppendText/PrependText as they were before edits became lazy: the
@@ -48,4 +49,44 @@ func legacySetText(m *Message, text string, prepend bool) {
 	m.Content = content
 	m.fields = SetField(append(make([]Field, 0, len(m.fields)+1), m.fields...), "content", content)
 	m.Raw = nil
+}
+
+// legacyPartsText is ContentText of a parts array as it was before parts were read
+// without splitting them: each part split into its members by SplitObject.
+func legacyPartsText(content json.RawMessage, limit int) string {
+	parts, err := SplitArray(content)
+	if err != nil {
+		return ""
+	}
+	var sb strings.Builder
+	for _, p := range parts {
+		pf, err := SplitObject(p)
+		if err != nil {
+			continue
+		}
+		var typ string
+		_ = decodeString(Lookup(pf, "type"), &typ)
+		if typ != "text" && typ != "" {
+			continue
+		}
+		t := Lookup(pf, "text")
+		if t == nil {
+			continue
+		}
+		if sb.Len() > 0 {
+			sb.WriteByte('\n')
+		}
+		rest := 0
+		if limit > 0 {
+			rest = limit - sb.Len()
+			if rest <= 0 {
+				break
+			}
+		}
+		sb.WriteString(stringPrefix(t, rest))
+		if limit > 0 && sb.Len() >= limit {
+			break
+		}
+	}
+	return sb.String()
 }

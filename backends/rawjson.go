@@ -558,7 +558,13 @@ func StringEnd(b []byte, i int) int {
 // lookupTrusted returns the raw value of the first top-level member named key of the
 // validated object b, or nil, without allocating. Member names written with escapes are
 // not matched.
-func lookupTrusted(b []byte, key string) json.RawMessage {
+func lookupTrusted(b []byte, key string) json.RawMessage { return lookupMember(b, key, false) }
+
+// lookupValid is Lookup(SplitObject(b), key) for a valid JSON value b, nil when b is not
+// an object: member names written with escapes are decoded (allocating only for them).
+func lookupValid(b []byte, key string) json.RawMessage { return lookupMember(b, key, true) }
+
+func lookupMember(b []byte, key string, decodeEscaped bool) json.RawMessage {
 	i := skipWS(b, 0)
 	if i >= len(b) || b[i] != '{' {
 		return nil
@@ -567,13 +573,18 @@ func lookupTrusted(b []byte, key string) json.RawMessage {
 	for i < len(b) && b[i] == '"' {
 		end := StringEnd(b, i)
 		k := b[i+1 : max(i+1, end-1)]
+		match := string(k) == key
+		if !match && decodeEscaped && bytes.IndexByte(k, '\\') >= 0 {
+			d, err := decodeKey(b[i:end])
+			match = err == nil && d == key
+		}
 		i = skipWS(b, end)
 		if i >= len(b) || b[i] != ':' {
 			return nil
 		}
 		i = skipWS(b, i+1)
 		vend := skipTrusted(b, i)
-		if string(k) == key {
+		if match {
 			return b[i:vend:vend]
 		}
 		i = skipWS(b, vend)

@@ -251,39 +251,50 @@ func ContentText(content json.RawMessage, limit int) string {
 	return ""
 }
 
-// partsText is ContentText of an array with the elements parts.
+// partsText is ContentText of an array with the elements parts (valid JSON values).
 func partsText(parts []json.RawMessage, limit int) string {
+	var first string // the text so far while it is one part's: most contents have one
 	var sb strings.Builder
+	n := 0 // bytes of text so far
 	for _, p := range parts {
-		pf, err := SplitObject(p)
-		if err != nil {
-			continue
-		}
 		var typ string
-		_ = decodeString(Lookup(pf, "type"), &typ)
+		_ = decodeString(lookupValid(p, "type"), &typ)
 		if typ != "text" && typ != "" {
 			continue
 		}
-		t := Lookup(pf, "text")
+		t := lookupValid(p, "text")
 		if t == nil {
 			continue
 		}
-		if sb.Len() > 0 {
+		if n > 0 {
+			if sb.Len() == 0 {
+				sb.WriteString(first)
+			}
 			sb.WriteByte('\n')
+			n++
 		}
 		rest := 0
 		if limit > 0 {
-			rest = limit - sb.Len()
+			rest = limit - n
 			if rest <= 0 {
 				break
 			}
 		}
-		sb.WriteString(stringPrefix(t, rest))
-		if limit > 0 && sb.Len() >= limit {
+		s := stringPrefix(t, rest)
+		if n == 0 {
+			first = s
+		} else {
+			sb.WriteString(s)
+		}
+		n += len(s)
+		if limit > 0 && n >= limit {
 			break
 		}
 	}
-	return sb.String()
+	if sb.Len() > 0 {
+		return sb.String()
+	}
+	return first
 }
 
 // literalsText is ContentText of the string whose JSON literal is the concatenation of
@@ -369,19 +380,22 @@ func unescapePrefix(body []byte, limit int) (s string, all, ok bool) {
 	if limit > 0 && limit < n {
 		n = limit
 	}
-	out := make([]byte, 0, n+utf8.UTFMax)
+	var out strings.Builder // one allocation: String and the cut below do not copy
+	out.Grow(n + utf8.UTFMax)
 	i := 0
 	for i < len(body) {
-		if limit > 0 && len(out) >= limit {
+		if limit > 0 && out.Len() >= limit {
 			break
 		}
-		c := body[i]
-		if c != '\\' {
-			j := i + 1
-			for j < len(body) && body[j] != '\\' && (limit <= 0 || len(out)+j-i < limit) {
-				j++
+		if body[i] != '\\' {
+			j := len(body)
+			if k := bytes.IndexByte(body[i:], '\\'); k >= 0 {
+				j = i + k
 			}
-			out = append(out, body[i:j]...)
+			if limit > 0 {
+				j = min(j, i+limit-out.Len())
+			}
+			out.Write(body[i:j])
 			i = j
 			continue
 		}
@@ -390,23 +404,23 @@ func unescapePrefix(body []byte, limit int) (s string, all, ok bool) {
 		}
 		switch e := body[i+1]; e {
 		case '"', '\\', '/':
-			out = append(out, e)
+			out.WriteByte(e)
 		case 'b':
-			out = append(out, '\b')
+			out.WriteByte('\b')
 		case 'f':
-			out = append(out, '\f')
+			out.WriteByte('\f')
 		case 'n':
-			out = append(out, '\n')
+			out.WriteByte('\n')
 		case 'r':
-			out = append(out, '\r')
+			out.WriteByte('\r')
 		case 't':
-			out = append(out, '\t')
+			out.WriteByte('\t')
 		case 'u':
 			r, size, ok := decodeU(body[i:])
 			if !ok {
 				return "", false, false
 			}
-			out = utf8.AppendRune(out, r)
+			out.WriteRune(r)
 			i += size
 			continue
 		default:
@@ -414,8 +428,8 @@ func unescapePrefix(body []byte, limit int) (s string, all, ok bool) {
 		}
 		i += 2
 	}
-	s = cutRune(string(out), limit)
-	return s, i >= len(body) && len(s) == len(out), true
+	s = cutRune(out.String(), limit)
+	return s, i >= len(body) && len(s) == out.Len(), true
 }
 
 // decodeU decodes a \uXXXX escape (a surrogate pair when there is one) at the start of b.
