@@ -120,3 +120,19 @@ func BenchmarkValidJSONRoo(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkSkipStringPrompt is skipString over the 60 KB Roo system prompt alone: a long
+// string with an escape every few dozen bytes.
+func BenchmarkSkipStringPrompt(b *testing.B) {
+	r, err := ParseChatRequest(rooSizedBody(b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	s := r.Messages[0].Content
+	b.SetBytes(int64(len(s)))
+	for b.Loop() {
+		if end, err := skipString(s, 0); err != nil || end != len(s) {
+			b.Fatal(end, err)
+		}
+	}
+}
