@@ -219,3 +219,32 @@ func TestPartsTextMatchesSplitObject(t *testing.T) {
 		}
 	}
 }
+
+// FuzzEditsMatchEagerEdits: on any request the parser accepts, guidance appended or
+// prepended to any message reads and goes upstream exactly as with the eager edit.
+func FuzzEditsMatchEagerEdits(f *testing.F) {
+	files, _ := filepath.Glob(filepath.Join("..", "testdata", "clients", "*.json"))
+	for _, name := range files {
+		if b, err := os.ReadFile(name); err == nil {
+			f.Add(b, uint8(0), "guidance", true)
+		}
+	}
+	f.Add([]byte(`{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"a"}]}]}`), uint8(0), "x\"y", false)
+	f.Fuzz(func(t *testing.T, body []byte, which uint8, text string, prepend bool) {
+		lazy, err := ParseChatRequest(body)
+		if err != nil {
+			return
+		}
+		eager, _ := ParseChatRequest(body)
+		mi := int(which) % len(lazy.Messages)
+		for _, p := range []bool{prepend, !prepend, prepend} {
+			if p {
+				lazy.Messages[mi].PrependText(text)
+			} else {
+				lazy.Messages[mi].AppendText(text)
+			}
+			legacySetText(&eager.Messages[mi], text, p)
+			compareEdited(t, func(w string) string { return w }, lazy, eager, mi, []int{0, 1, 7, 100})
+		}
+	})
+}
