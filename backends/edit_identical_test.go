@@ -212,9 +212,36 @@ func TestPartsTextMatchesSplitObject(t *testing.T) {
 		`[]`,
 	}
 	for _, c := range contents {
+		m, err := parseMessage(json.RawMessage(`{"role":"user","content":` + c + `}`))
+		if err != nil {
+			t.Fatal(err)
+		}
 		for limit := range 40 {
-			if got, want := ContentText(json.RawMessage(c), limit), legacyPartsText(json.RawMessage(c), limit); got != want {
+			want := legacyPartsText(json.RawMessage(c), limit)
+			if got := ContentText(json.RawMessage(c), limit); got != want {
 				t.Errorf("ContentText(%s, %d) = %q, want %q", c, limit, got, want)
+			}
+			if got := m.Text(limit); got != want {
+				t.Errorf("Message.Text(%d) of %s = %q, want %q", limit, c, got, want)
+			}
+		}
+	}
+	// Every message of every client request, at limits around its parts' ends.
+	for name, body := range editBodies(t) {
+		r, err := ParseChatRequest(body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range r.Messages {
+			m := &r.Messages[i]
+			if len(m.Content) == 0 || m.Content[0] != '[' {
+				continue
+			}
+			full := legacyPartsText(m.Content, 0)
+			for _, limit := range []int{0, 1, 200, 600, len(full) - 1, len(full), len(full) + 1} {
+				if got, want := m.Text(limit), legacyPartsText(m.Content, limit); got != want {
+					t.Errorf("%s message %d: Text(%d) = %.100q, want %.100q", name, i, limit, got, want)
+				}
 			}
 		}
 	}

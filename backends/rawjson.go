@@ -475,25 +475,33 @@ func splitObjectTrusted(b []byte) []Field {
 
 // splitArrayTrusted is SplitArray for validated input.
 func splitArrayTrusted(b []byte) []json.RawMessage {
+	elems := make([]json.RawMessage, 0, 8)
+	eachElement(b, func(e json.RawMessage) bool {
+		elems = append(elems, e)
+		return false
+	})
+	return elems
+}
+
+// eachElement calls fn with each element of the validated array b, in order, until fn
+// returns true.
+func eachElement(b []byte, fn func(json.RawMessage) bool) {
 	i := skipWS(b, 0)
 	if i >= len(b) || b[i] != '[' {
-		return nil
+		return
 	}
-	elems := make([]json.RawMessage, 0, 8)
 	i = skipWS(b, i+1)
 	for i < len(b) && b[i] != ']' {
 		end := skipTrusted(b, i)
-		if end <= i {
-			return elems
+		if end <= i || fn(b[i:end:end]) {
+			return
 		}
-		elems = append(elems, b[i:end:end])
 		i = skipWS(b, end)
 		if i >= len(b) || b[i] != ',' {
-			return elems
+			return
 		}
 		i = skipWS(b, i+1)
 	}
-	return elems
 }
 
 // skipTrusted returns the offset just past the valid JSON value at b[i].

@@ -216,20 +216,29 @@ func decodeString(v json.RawMessage, dst *string) error {
 // Text returns the message's text: the string content, or the text parts joined by
 // newlines. Non-text parts are skipped. At most limit bytes are returned (limit <= 0: all).
 func (m *Message) Text(limit int) string {
+	// The content was validated when the request was parsed (or made by the proxy), so
+	// the parts are walked without validating them again, and only as far as limit.
 	e := m.pending()
 	if e == nil {
-		return ContentText(m.Content, limit)
+		if len(m.Content) == 0 || m.Content[0] != '[' {
+			return ContentText(m.Content, limit)
+		}
+		pt := partsTexter{limit: limit}
+		eachElement(m.Content, pt.add)
+		return pt.String()
 	}
 	if e.base[0] == '"' {
 		return literalsText(e.pieces(), limit)
 	}
-	parts, err := SplitArray(e.base)
-	if err != nil {
-		return ""
+	pt := partsTexter{limit: limit}
+	for _, p := range e.before {
+		pt.add(p)
 	}
-	elems := make([]json.RawMessage, 0, len(e.before)+len(parts)+len(e.after))
-	elems = append(append(append(elems, e.before...), parts...), e.after...)
-	return partsText(elems, limit)
+	eachElement(e.base, pt.add)
+	for _, p := range e.after {
+		pt.add(p)
+	}
+	return pt.String()
 }
 
 // ContentText returns the text of a raw content value (string or parts array), cut at limit
@@ -253,48 +262,69 @@ func ContentText(content json.RawMessage, limit int) string {
 
 // partsText is ContentText of an array with the elements parts (valid JSON values).
 func partsText(parts []json.RawMessage, limit int) string {
-	var first string // the text so far while it is one part's: most contents have one
-	var sb strings.Builder
-	n := 0 // bytes of text so far
+	pt := partsTexter{limit: limit}
 	for _, p := range parts {
-		var typ string
-		_ = decodeString(lookupValid(p, "type"), &typ)
-		if typ != "text" && typ != "" {
-			continue
-		}
-		t := lookupValid(p, "text")
-		if t == nil {
-			continue
-		}
-		if n > 0 {
-			if sb.Len() == 0 {
-				sb.WriteString(first)
-			}
-			sb.WriteByte('\n')
-			n++
-		}
-		rest := 0
-		if limit > 0 {
-			rest = limit - n
-			if rest <= 0 {
-				break
-			}
-		}
-		s := stringPrefix(t, rest)
-		if n == 0 {
-			first = s
-		} else {
-			sb.WriteString(s)
-		}
-		n += len(s)
-		if limit > 0 && n >= limit {
+		if pt.add(p) {
 			break
 		}
 	}
-	if sb.Len() > 0 {
-		return sb.String()
+	return pt.String()
+}
+
+// partsTexter joins the text of content parts given one by one, as ContentText does: the
+// text parts' texts joined by newlines, at most about limit bytes (limit <= 0: all).
+type partsTexter struct {
+	limit int
+	first string // the text so far while it is one part's: most contents have one
+	sb    strings.Builder
+	n     int // bytes of text so far
+	done  bool
+}
+
+// add adds the part p (a valid JSON value) and reports whether the text is complete.
+func (pt *partsTexter) add(p json.RawMessage) bool {
+	if pt.done {
+		return true
 	}
-	return first
+	var typ string
+	_ = decodeString(lookupValid(p, "type"), &typ)
+	if typ != "text" && typ != "" {
+		return false
+	}
+	t := lookupValid(p, "text")
+	if t == nil {
+		return false
+	}
+	if pt.n > 0 {
+		if pt.sb.Len() == 0 {
+			pt.sb.WriteString(pt.first)
+		}
+		pt.sb.WriteByte('\n')
+		pt.n++
+	}
+	rest := 0
+	if pt.limit > 0 {
+		if rest = pt.limit - pt.n; rest <= 0 {
+			pt.done = true
+			return true
+		}
+	}
+	s := stringPrefix(t, rest)
+	if pt.n == 0 {
+		pt.first = s
+	} else {
+		pt.sb.WriteString(s)
+	}
+	pt.n += len(s)
+	pt.done = pt.limit > 0 && pt.n >= pt.limit
+	return pt.done
+}
+
+func (pt *partsTexter) String() string {
+	if pt.sb.Len() > 0 {
+		return pt.sb.String()
+	}
+	return pt.first
 }
 
 // literalsText is ContentText of the string whose JSON literal is the concatenation of
