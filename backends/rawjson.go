@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/bits"
 	"unicode/utf8"
 )
 
@@ -328,49 +329,80 @@ func skipNumber(b []byte, i int) (int, error) {
 func skipString(b []byte, i int) (int, error) {
 	start := i
 	i++
-	for i < len(b) {
-		// Fast path: skip 8 plain ASCII bytes at a time, then one at a time.
-		for i+8 <= len(b) && !wordNeedsCare(binary.LittleEndian.Uint64(b[i:])) {
-			i += 8
-		}
-		for i < len(b) && plainStringByte[b[i]] {
-			i++
-		}
+	for {
+		i = nextSpecial(b, i)
 		if i >= len(b) {
-			break
+			return 0, fmt.Errorf("%w: unterminated string at offset %d", errSyntax, start)
 		}
-		c := b[i]
-		switch {
+		switch c := b[i]; {
 		case c == '"':
 			return i + 1, nil
 		case c == '\\':
-			if i+1 >= len(b) {
-				return 0, fmt.Errorf("%w: unterminated string at offset %d", errSyntax, start)
-			}
-			switch b[i+1] {
-			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
-				i += 2
-			case 'u':
-				if i+6 > len(b) || !isHex4(b[i+2:i+6]) {
-					return 0, fmt.Errorf("%w: bad \\u escape at offset %d", errSyntax, i)
+			// A run of escapes (\n\n, \u00e9\u00e8) is read here, not one word scan each.
+			for i < len(b) && b[i] == '\\' {
+				var err error
+				if i, err = skipEscape(b, i, start); err != nil {
+					return 0, err
 				}
-				i += 6
-			default:
-				return 0, fmt.Errorf("%w: bad escape at offset %d", errSyntax, i)
 			}
 		case c < 0x20:
 			return 0, fmt.Errorf("%w: control character in string at offset %d", errSyntax, i)
-		case c < utf8.RuneSelf:
+		case c < utf8.RuneSelf: // not reached: nextSpecial stops only at the cases above
 			i++
 		default:
-			r, size := utf8.DecodeRune(b[i:])
-			if r == utf8.RuneError && size == 1 {
-				return 0, fmt.Errorf("%w: invalid UTF-8 at offset %d", errSyntax, i)
+			// A run of multi-byte runes (non-Latin text) is decoded here.
+			for i < len(b) && b[i] >= utf8.RuneSelf {
+				var err error
+				if i, err = skipRune(b, i); err != nil {
+					return 0, err
+				}
 			}
-			i += size
 		}
 	}
-	return 0, fmt.Errorf("%w: unterminated string at offset %d", errSyntax, start)
+}
+
+// skipEscape returns the offset past the escape at b[i] ('\\') of the string at b[start].
+func skipEscape(b []byte, i, start int) (int, error) {
+	if i+1 >= len(b) {
+		return 0, fmt.Errorf("%w: unterminated string at offset %d", errSyntax, start)
+	}
+	switch b[i+1] {
+	case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+		return i + 2, nil
+	case 'u':
+		if i+6 > len(b) || !isHex4(b[i+2:i+6]) {
+			return 0, fmt.Errorf("%w: bad \\u escape at offset %d", errSyntax, i)
+		}
+		return i + 6, nil
+	default:
+		return 0, fmt.Errorf("%w: bad escape at offset %d", errSyntax, i)
+	}
+}
+
+// skipRune returns the offset past the valid UTF-8 rune at b[i].
+func skipRune(b []byte, i int) (int, error) {
+	r, size := utf8.DecodeRune(b[i:])
+	if r == utf8.RuneError && size == 1 {
+		return 0, fmt.Errorf("%w: invalid UTF-8 at offset %d", errSyntax, i)
+	}
+	return i + size, nil
+}
+
+// nextSpecial returns the offset of the first byte at or after b[i] that is not a plain
+// string byte, or len(b). It tests 8 bytes at a time and jumps straight to the first
+// flagged one: the lowest byte the SWAR tests flag is always a true hit (a borrow only
+// carries upward, so only higher flags can be false).
+func nextSpecial(b []byte, i int) int {
+	for i+8 <= len(b) {
+		if m := careMask(binary.LittleEndian.Uint64(b[i:])); m != 0 {
+			return i + bits.TrailingZeros64(m)>>3
+		}
+		i += 8
+	}
+	for i < len(b) && plainStringByte[b[i]] {
+		i++
+	}
+	return i
 }
 
 // plainStringByte marks the bytes that stand for themselves inside a JSON string:
@@ -383,12 +415,18 @@ var plainStringByte = func() (t [256]bool) {
 }()
 
 // wordNeedsCare reports whether any of the 8 bytes in w is not a plain string byte: a
-// control character, '"', '\\' or a non-ASCII byte (the classic SWAR byte tests).
-func wordNeedsCare(w uint64) bool {
+// control character, '"', '\\' or a non-ASCII byte.
+func wordNeedsCare(w uint64) bool { return careMask(w) != 0 }
+
+// careMask flags (with its high bit) each byte of w that is not a plain string byte. The
+// lowest flagged byte is exact; a flag above a true one may be false. Per byte x:
+// x-0x20 sets the high bit when x < 0x20 (a control character) and x itself when x >= 0x80;
+// (x^'"')-1 and (x^'\\')-1 set it when x is '"' or '\\' (they wrap to 0xff), and
+// otherwise only when x >= 0x80 (already flagged). A plain byte sets no bit and never
+// borrows from the byte above it, so up to the first true hit nothing is flagged.
+func careMask(w uint64) uint64 {
 	const ones, highs = 0x0101010101010101, 0x8080808080808080
-	hasZero := func(v uint64) uint64 { return (v - ones) & ^v & highs }
-	ctl := (w - ones*0x20) & ^w & highs
-	return (ctl | hasZero(w^(ones*'"')) | hasZero(w^(ones*'\\')) | w&highs) != 0
+	return ((w - ones*0x20) | w | ((w ^ (ones * '"')) - ones) | ((w ^ (ones * '\\')) - ones)) & highs
 }
 
 func isHex4(b []byte) bool {
@@ -437,25 +475,33 @@ func splitObjectTrusted(b []byte) []Field {
 
 // splitArrayTrusted is SplitArray for validated input.
 func splitArrayTrusted(b []byte) []json.RawMessage {
+	elems := make([]json.RawMessage, 0, 8)
+	eachElement(b, func(e json.RawMessage) bool {
+		elems = append(elems, e)
+		return false
+	})
+	return elems
+}
+
+// eachElement calls fn with each element of the validated array b, in order, until fn
+// returns true.
+func eachElement(b []byte, fn func(json.RawMessage) bool) {
 	i := skipWS(b, 0)
 	if i >= len(b) || b[i] != '[' {
-		return nil
+		return
 	}
-	elems := make([]json.RawMessage, 0, 8)
 	i = skipWS(b, i+1)
 	for i < len(b) && b[i] != ']' {
 		end := skipTrusted(b, i)
-		if end <= i {
-			return elems
+		if end <= i || fn(b[i:end:end]) {
+			return
 		}
-		elems = append(elems, b[i:end:end])
 		i = skipWS(b, end)
 		if i >= len(b) || b[i] != ',' {
-			return elems
+			return
 		}
 		i = skipWS(b, i+1)
 	}
-	return elems
 }
 
 // skipTrusted returns the offset just past the valid JSON value at b[i].
@@ -520,7 +566,13 @@ func StringEnd(b []byte, i int) int {
 // lookupTrusted returns the raw value of the first top-level member named key of the
 // validated object b, or nil, without allocating. Member names written with escapes are
 // not matched.
-func lookupTrusted(b []byte, key string) json.RawMessage {
+func lookupTrusted(b []byte, key string) json.RawMessage { return lookupMember(b, key, false) }
+
+// lookupValid is Lookup(SplitObject(b), key) for a valid JSON value b, nil when b is not
+// an object: member names written with escapes are decoded (allocating only for them).
+func lookupValid(b []byte, key string) json.RawMessage { return lookupMember(b, key, true) }
+
+func lookupMember(b []byte, key string, decodeEscaped bool) json.RawMessage {
 	i := skipWS(b, 0)
 	if i >= len(b) || b[i] != '{' {
 		return nil
@@ -529,13 +581,18 @@ func lookupTrusted(b []byte, key string) json.RawMessage {
 	for i < len(b) && b[i] == '"' {
 		end := StringEnd(b, i)
 		k := b[i+1 : max(i+1, end-1)]
+		match := string(k) == key
+		if !match && decodeEscaped && bytes.IndexByte(k, '\\') >= 0 {
+			d, err := decodeKey(b[i:end])
+			match = err == nil && d == key
+		}
 		i = skipWS(b, end)
 		if i >= len(b) || b[i] != ':' {
 			return nil
 		}
 		i = skipWS(b, i+1)
 		vend := skipTrusted(b, i)
-		if string(k) == key {
+		if match {
 			return b[i:vend:vend]
 		}
 		i = skipWS(b, vend)

@@ -36,6 +36,10 @@ type ChatRequest struct {
 type Message struct {
 	Role string
 	// Content is the raw content: a JSON string, an array of parts, or null/absent (nil).
+	// Text added by AppendText or PrependText is kept apart, so that a long content is not
+	// copied for it: on a message that may have been edited, read the content with
+	// ContentJSON or Text rather than this field. Assigning Content drops text added
+	// before.
 	Content json.RawMessage
 	// ToolCallID is set on role "tool" messages.
 	ToolCallID string
@@ -43,6 +47,9 @@ type Message struct {
 	Raw json.RawMessage
 
 	fields []Field
+	// edit is the text added around Content by AppendText and PrependText, not yet
+	// joined to it (see contentEdit).
+	edit *contentEdit
 }
 
 // RequestError is a client error found while decoding a request; it becomes a 400
@@ -209,7 +216,29 @@ func decodeString(v json.RawMessage, dst *string) error {
 // Text returns the message's text: the string content, or the text parts joined by
 // newlines. Non-text parts are skipped. At most limit bytes are returned (limit <= 0: all).
 func (m *Message) Text(limit int) string {
-	return ContentText(m.Content, limit)
+	// The content was validated when the request was parsed (or made by the proxy), so
+	// the parts are walked without validating them again, and only as far as limit.
+	e := m.pending()
+	if e == nil {
+		if len(m.Content) == 0 || m.Content[0] != '[' {
+			return ContentText(m.Content, limit)
+		}
+		pt := partsTexter{limit: limit}
+		eachElement(m.Content, pt.add)
+		return pt.String()
+	}
+	if e.base[0] == '"' {
+		return literalsText(e.pieces(), limit)
+	}
+	pt := partsTexter{limit: limit}
+	for _, p := range e.before {
+		pt.add(p)
+	}
+	eachElement(e.base, pt.add)
+	for _, p := range e.after {
+		pt.add(p)
+	}
+	return pt.String()
 }
 
 // ContentText returns the text of a raw content value (string or parts array), cut at limit
@@ -226,62 +255,128 @@ func ContentText(content json.RawMessage, limit int) string {
 		if err != nil {
 			return ""
 		}
-		var sb strings.Builder
-		for _, p := range parts {
-			pf, err := SplitObject(p)
-			if err != nil {
-				continue
-			}
-			var typ string
-			_ = decodeString(Lookup(pf, "type"), &typ)
-			if typ != "text" && typ != "" {
-				continue
-			}
-			t := Lookup(pf, "text")
-			if t == nil {
-				continue
-			}
-			if sb.Len() > 0 {
-				sb.WriteByte('\n')
-			}
-			rest := 0
-			if limit > 0 {
-				rest = limit - sb.Len()
-				if rest <= 0 {
-					break
-				}
-			}
-			sb.WriteString(stringPrefix(t, rest))
-			if limit > 0 && sb.Len() >= limit {
+		return partsText(parts, limit)
+	}
+	return ""
+}
+
+// partsText is ContentText of an array with the elements parts (valid JSON values).
+func partsText(parts []json.RawMessage, limit int) string {
+	pt := partsTexter{limit: limit}
+	for _, p := range parts {
+		if pt.add(p) {
+			break
+		}
+	}
+	return pt.String()
+}
+
+// partsTexter joins the text of content parts given one by one, as ContentText does: the
+// text parts' texts joined by newlines, at most about limit bytes (limit <= 0: all).
+type partsTexter struct {
+	limit int
+	first string // the text so far while it is one part's: most contents have one
+	sb    strings.Builder
+	n     int // bytes of text so far
+	done  bool
+}
+
+// add adds the part p (a valid JSON value) and reports whether the text is complete.
+func (pt *partsTexter) add(p json.RawMessage) bool {
+	if pt.done {
+		return true
+	}
+	var typ string
+	_ = decodeString(lookupValid(p, "type"), &typ)
+	if typ != "text" && typ != "" {
+		return false
+	}
+	t := lookupValid(p, "text")
+	if t == nil {
+		return false
+	}
+	if pt.n > 0 {
+		if pt.sb.Len() == 0 {
+			pt.sb.WriteString(pt.first)
+		}
+		pt.sb.WriteByte('\n')
+		pt.n++
+	}
+	rest := 0
+	if pt.limit > 0 {
+		if rest = pt.limit - pt.n; rest <= 0 {
+			pt.done = true
+			return true
+		}
+	}
+	s := stringPrefix(t, rest)
+	if pt.n == 0 {
+		pt.first = s
+	} else {
+		pt.sb.WriteString(s)
+	}
+	pt.n += len(s)
+	pt.done = pt.limit > 0 && pt.n >= pt.limit
+	return pt.done
+}
+
+func (pt *partsTexter) String() string {
+	if pt.sb.Len() > 0 {
+		return pt.sb.String()
+	}
+	return pt.first
+}
+
+// literalsText is ContentText of the string whose JSON literal is the concatenation of
+// the bodies of the literals lits (each a whole JSON string, quotes included).
+func literalsText(lits []json.RawMessage, limit int) string {
+	var sb strings.Builder
+	for _, l := range lits {
+		rest := 0
+		if limit > 0 {
+			if rest = limit - sb.Len(); rest <= 0 {
 				break
 			}
 		}
-		return sb.String()
+		s, all := stringPrefixAll(l, rest)
+		sb.WriteString(s)
+		if !all {
+			break
+		}
 	}
-	return ""
+	return sb.String()
 }
 
 // stringPrefix decodes a JSON string value, decoding only about limit bytes of it (the
 // whole string when limit <= 0), and never returns a split rune.
 func stringPrefix(v json.RawMessage, limit int) string {
+	s, _ := stringPrefixAll(v, limit)
+	return s
+}
+
+// stringPrefixAll is stringPrefix that also reports whether the whole string was decoded.
+func stringPrefixAll(v json.RawMessage, limit int) (string, bool) {
 	if len(v) < 2 || v[0] != '"' {
-		return ""
+		return "", true
 	}
 	body := v[1 : len(v)-1]
 	if bytes.IndexByte(body, '\\') < 0 {
-		if limit > 0 && len(body) > limit {
+		all := limit <= 0 || len(body) <= limit
+		if !all {
 			body = body[:limit]
 		}
-		return cutRune(string(body), limit)
+		s := cutRune(string(body), limit)
+		return s, all && len(s) == len(body)
 	}
-	if s, ok := unescapePrefix(body, limit); ok {
-		return s
+	if s, all, ok := unescapePrefix(body, limit); ok {
+		return s, all
 	}
 	var s string
 	if json.Unmarshal(v, &s) != nil {
-		return ""
+		return "", true
 	}
-	return cutRune(s, limit)
+	c := cutRune(s, limit)
+	return c, len(c) == len(s)
 }
 
 // cutRune shortens s to at most limit bytes (limit > 0) without splitting a rune.
@@ -308,58 +403,63 @@ func cutRune(s string, limit int) string {
 }
 
 // unescapePrefix decodes the escapes of a JSON string body (without its quotes) until
-// limit decoded bytes (limit <= 0: all). ok is false on an escape it does not know, and
-// the caller falls back to encoding/json.
-func unescapePrefix(body []byte, limit int) (string, bool) {
+// limit decoded bytes (limit <= 0: all); all reports that the whole body was decoded. ok
+// is false on an escape it does not know, and the caller falls back to encoding/json.
+func unescapePrefix(body []byte, limit int) (s string, all, ok bool) {
 	n := len(body)
 	if limit > 0 && limit < n {
 		n = limit
 	}
-	out := make([]byte, 0, n+utf8.UTFMax)
-	for i := 0; i < len(body); {
-		if limit > 0 && len(out) >= limit {
+	var out strings.Builder // one allocation: String and the cut below do not copy
+	out.Grow(n + utf8.UTFMax)
+	i := 0
+	for i < len(body) {
+		if limit > 0 && out.Len() >= limit {
 			break
 		}
-		c := body[i]
-		if c != '\\' {
-			j := i + 1
-			for j < len(body) && body[j] != '\\' && (limit <= 0 || len(out)+j-i < limit) {
-				j++
+		if body[i] != '\\' {
+			j := len(body)
+			if k := bytes.IndexByte(body[i:], '\\'); k >= 0 {
+				j = i + k
 			}
-			out = append(out, body[i:j]...)
+			if limit > 0 {
+				j = min(j, i+limit-out.Len())
+			}
+			out.Write(body[i:j])
 			i = j
 			continue
 		}
 		if i+1 >= len(body) {
-			return "", false
+			return "", false, false
 		}
 		switch e := body[i+1]; e {
 		case '"', '\\', '/':
-			out = append(out, e)
+			out.WriteByte(e)
 		case 'b':
-			out = append(out, '\b')
+			out.WriteByte('\b')
 		case 'f':
-			out = append(out, '\f')
+			out.WriteByte('\f')
 		case 'n':
-			out = append(out, '\n')
+			out.WriteByte('\n')
 		case 'r':
-			out = append(out, '\r')
+			out.WriteByte('\r')
 		case 't':
-			out = append(out, '\t')
+			out.WriteByte('\t')
 		case 'u':
 			r, size, ok := decodeU(body[i:])
 			if !ok {
-				return "", false
+				return "", false, false
 			}
-			out = utf8.AppendRune(out, r)
+			out.WriteRune(r)
 			i += size
 			continue
 		default:
-			return "", false
+			return "", false, false
 		}
 		i += 2
 	}
-	return cutRune(string(out), limit), true
+	s = cutRune(out.String(), limit)
+	return s, i >= len(body) && len(s) == out.Len(), true
 }
 
 // decodeU decodes a \uXXXX escape (a surrogate pair when there is one) at the start of b.
@@ -390,7 +490,9 @@ func decodeU(b []byte) (rune, int, bool) {
 
 // AppendText adds text at the end of the message content: to a string content it is
 // appended after a blank line; to a parts array it is added as a new text part, so every
-// existing part (with its cache_control marker) stays byte-identical.
+// existing part (with its cache_control marker) stays byte-identical. A string or array
+// content is not copied: the text is kept apart and written next to the client's bytes
+// when the message goes upstream (see ContentJSON).
 func (m *Message) AppendText(text string) {
 	m.setText(text, false)
 }
@@ -400,47 +502,123 @@ func (m *Message) PrependText(text string) {
 	m.setText(text, true)
 }
 
+// contentEdit is text added to a message's content without copying the content: the
+// content as it goes upstream is base with before and after around it. For a string base
+// the additions are JSON string literals whose bodies are spliced in after the opening
+// and before the closing quote; for an array base they are text parts, added as
+// elements. A contentEdit is never changed once made (a Clone shares it): an edit makes
+// a new one.
+type contentEdit struct {
+	base          json.RawMessage
+	before, after []json.RawMessage
+}
+
+// pending returns the message's content edit, or nil when there is none or Content was
+// assigned since (which replaced the edited content).
+func (m *Message) pending() *contentEdit {
+	e := m.edit
+	if e == nil || len(m.Content) != len(e.base) || len(m.Content) == 0 || &m.Content[0] != &e.base[0] {
+		return nil
+	}
+	return e
+}
+
 func (m *Message) setText(text string, prepend bool) {
 	if m.fields == nil {
 		m.fields = []Field{{Key: "role", Value: quote(m.Role)}}
 	}
-	var content json.RawMessage
+	var add json.RawMessage
 	switch {
 	case len(m.Content) > 0 && m.Content[0] == '[':
-		part := JoinObject([]Field{{Key: "type", Value: json.RawMessage(`"text"`)}, {Key: "text", Value: quote(text)}})
-		inner := bytes.TrimSpace(m.Content[1 : len(m.Content)-1])
-		buf := make([]byte, 0, len(m.Content)+len(part)+2)
-		buf = append(buf, '[')
-		if prepend {
-			buf = append(buf, part...)
-			if len(inner) > 0 {
-				buf = append(buf, ',')
-			}
-			buf = append(buf, inner...)
-		} else {
-			buf = append(buf, inner...)
-			if len(inner) > 0 {
-				buf = append(buf, ',')
-			}
-			buf = append(buf, part...)
-		}
-		content = append(buf, ']')
+		add = JoinObject([]Field{{Key: "type", Value: json.RawMessage(`"text"`)}, {Key: "text", Value: quote(text)}})
 	case len(m.Content) > 2 && m.Content[0] == '"':
-		// Splice into the raw string so the client's own bytes stay exactly as sent.
 		if prepend {
-			add := quote(text + "\n\n")
-			content = append(add[:len(add)-1:len(add)-1], m.Content[1:]...)
+			add = quote(text + "\n\n")
 		} else {
-			add := quote("\n\n" + text)
-			content = append(m.Content[:len(m.Content)-1:len(m.Content)-1], add[1:]...)
+			add = quote("\n\n" + text)
 		}
-	default:
-		content = quote(text)
+	default: // nothing to keep: the text is the content
+		m.Content = quote(text)
+		m.edit = nil
+		// Copy before writing: a Clone shares the fields' backing array with its original.
+		m.fields = SetField(append(make([]Field, 0, len(m.fields)+1), m.fields...), "content", m.Content)
+		m.Raw = nil
+		return
 	}
-	m.Content = content
-	// Copy before writing: a Clone shares the fields' backing array with its original.
-	m.fields = SetField(append(make([]Field, 0, len(m.fields)+1), m.fields...), "content", content)
+	e := &contentEdit{base: m.Content}
+	if old := m.pending(); old != nil {
+		e.before, e.after = old.before, old.after
+	}
+	if prepend {
+		e.before = append([]json.RawMessage{add}, e.before...)
+	} else {
+		e.after = append(e.after[:len(e.after):len(e.after)], add)
+	}
+	m.edit = e
 	m.Raw = nil
+}
+
+// pieces returns the bytes that, written in order, make the edited content. The large
+// ones alias the content the edit was made on.
+func (e *contentEdit) pieces() []json.RawMessage {
+	out := make([]json.RawMessage, 0, len(e.before)+len(e.after)+5)
+	if e.base[0] == '"' {
+		// For a string, the pieces are whole literals (Text decodes them one by one); the
+		// writers drop the quotes between them.
+		out = append(out, e.before...)
+		out = append(out, e.base)
+		return append(out, e.after...)
+	}
+	inner := bytes.TrimSpace(e.base[1 : len(e.base)-1])
+	out = append(out, jsonArrayOpen)
+	for _, p := range e.before {
+		if len(out) > 1 {
+			out = append(out, jsonComma)
+		}
+		out = append(out, p)
+	}
+	if len(inner) > 0 {
+		if len(out) > 1 {
+			out = append(out, jsonComma)
+		}
+		out = append(out, inner)
+	}
+	for _, p := range e.after {
+		if len(out) > 1 {
+			out = append(out, jsonComma)
+		}
+		out = append(out, p)
+	}
+	return append(out, jsonArrayClose)
+}
+
+// appendContent adds the edited content to pb.
+func (e *contentEdit) appendContent(pb *partsBuilder) {
+	ps := e.pieces()
+	if e.base[0] != '"' {
+		for _, p := range ps {
+			pb.add(p)
+		}
+		return
+	}
+	pb.add(jsonQuote)
+	for _, l := range ps {
+		pb.add(l[1 : len(l)-1])
+	}
+	pb.add(jsonQuote)
+}
+
+// ContentJSON returns the raw content as it goes upstream, text added by AppendText or
+// PrependText included. On an edited message it joins the content anew on every call:
+// readers that need only the text should use Text, which does not.
+func (m *Message) ContentJSON() json.RawMessage {
+	e := m.pending()
+	if e == nil {
+		return m.Content
+	}
+	var pb partsBuilder
+	e.appendContent(&pb)
+	return pb.join()
 }
 
 // NewMessage makes a message with a string content.
@@ -454,6 +632,11 @@ func (m *Message) JSON() json.RawMessage {
 	if m.Raw != nil {
 		return m.Raw
 	}
+	if m.pending() != nil {
+		var pb partsBuilder
+		m.appendParts(&pb)
+		return pb.join()
+	}
 	if m.fields == nil {
 		fs := []Field{{Key: "role", Value: quote(m.Role)}}
 		if m.Content != nil {
@@ -462,6 +645,87 @@ func (m *Message) JSON() json.RawMessage {
 		return JoinObject(fs)
 	}
 	return JoinObject(m.fields)
+}
+
+// appendParts adds the message as it goes upstream to pb (what JSON returns), without
+// copying the large values of an edited message: its members as JoinObject writes them,
+// with the edited content in place of the first "content" member (or last, when it has
+// none).
+func (m *Message) appendParts(pb *partsBuilder) {
+	e := m.pending()
+	if m.Raw != nil || e == nil {
+		pb.alias(m.JSON())
+		return
+	}
+	pb.add(jsonOpen)
+	done := false
+	for i, f := range m.fields {
+		if i > 0 {
+			pb.add(jsonComma)
+		}
+		pb.buf = appendKey(pb.buf, f.Key)
+		if f.Key == "content" && !done {
+			e.appendContent(pb)
+			done = true
+		} else {
+			pb.add(f.Value)
+		}
+	}
+	if !done {
+		if len(m.fields) > 0 {
+			pb.add(jsonComma)
+		}
+		pb.buf = appendKey(pb.buf, "content")
+		e.appendContent(pb)
+	}
+	pb.add(jsonClose)
+}
+
+// partsBuilder collects the pieces of a body: short bytes are copied into one buffer,
+// long ones (the client's content) are kept as they are, so a large value is not copied.
+type partsBuilder struct {
+	parts [][]byte
+	buf   []byte
+	from  int // start of the bytes of buf not yet in parts
+}
+
+// aliasMin is the size from which partsBuilder keeps a piece rather than copying it.
+const aliasMin = 512
+
+// add adds b, copying it when it is short. b must not change afterwards.
+func (p *partsBuilder) add(b []byte) {
+	if len(b) < aliasMin {
+		p.buf = append(p.buf, b...)
+		return
+	}
+	p.alias(b)
+}
+
+// alias adds b as a piece of its own. b must not change afterwards.
+func (p *partsBuilder) alias(b []byte) {
+	p.flush()
+	p.parts = append(p.parts, b)
+}
+
+func (p *partsBuilder) flush() {
+	if len(p.buf) > p.from {
+		p.parts = append(p.parts, p.buf[p.from:len(p.buf):len(p.buf)])
+		p.from = len(p.buf)
+	}
+}
+
+// join returns the pieces written one after the other, in one new slice.
+func (p *partsBuilder) join() []byte {
+	p.flush()
+	n := 0
+	for _, b := range p.parts {
+		n += len(b)
+	}
+	out := make([]byte, 0, n)
+	for _, b := range p.parts {
+		out = append(out, b...)
+	}
+	return out
 }
 
 // Detach returns a copy of m that shares no memory with the request body it was parsed
@@ -473,7 +737,11 @@ func (m *Message) Detach() Message {
 			return d
 		}
 	}
-	c := Message{Role: m.Role, ToolCallID: m.ToolCallID, Content: bytes.Clone(m.Content)}
+	content := bytes.Clone(m.Content)
+	if m.pending() != nil {
+		content = m.ContentJSON() // a new slice already: the copy joins the added text in
+	}
+	c := Message{Role: m.Role, ToolCallID: m.ToolCallID, Content: content}
 	if m.fields != nil {
 		c.fields = make([]Field, len(m.fields))
 		for i, f := range m.fields {
@@ -487,7 +755,12 @@ func (m *Message) Detach() Message {
 }
 
 // Get returns the raw value of a message member, or nil.
-func (m *Message) Get(key string) json.RawMessage { return Lookup(m.fields, key) }
+func (m *Message) Get(key string) json.RawMessage {
+	if key == "content" && m.pending() != nil {
+		return m.ContentJSON() // the first "content" member is the one edited
+	}
+	return Lookup(m.fields, key)
+}
 
 // Get returns the raw value of a top-level request member, or nil.
 func (r *ChatRequest) Get(key string) json.RawMessage { return Lookup(r.fields, key) }
@@ -535,7 +808,9 @@ var (
 	jsonClose        = []byte("}")
 	jsonModelKey     = []byte(`"model":`)
 	jsonMessagesKey  = []byte(`"messages":[`)
+	jsonArrayOpen    = []byte("[")
 	jsonArrayClose   = []byte("]")
+	jsonQuote        = []byte(`"`)
 	jsonStreamOptKey = []byte(`"stream_options":`)
 	jsonUsageOn      = []byte(`"stream_options":{"include_usage":true}`)
 )
@@ -568,7 +843,15 @@ func (r *ChatRequest) UpstreamParts(model string) [][]byte {
 				if i > 0 {
 					parts = append(parts, jsonComma)
 				}
-				parts = append(parts, r.Messages[i].JSON())
+				m := &r.Messages[i]
+				if m.pending() == nil {
+					parts = append(parts, m.JSON())
+					continue
+				}
+				pb := partsBuilder{parts: parts}
+				m.appendParts(&pb)
+				pb.flush()
+				parts = pb.parts
 			}
 			parts = append(parts, jsonArrayClose)
 		case f.Key == "stream_options" && r.Stream:

@@ -153,7 +153,7 @@ func translateMessages(msgs []Message) ([]*genai.Content, []*genai.Part, error) 
 				system = append(system, &genai.Part{Text: t})
 			}
 		case "user":
-			parts, err := userParts(m.Content, param+".content")
+			parts, err := userParts(m.ContentJSON(), param+".content")
 			if err != nil {
 				return nil, nil, err
 			}
@@ -194,10 +194,11 @@ func translateMessages(msgs []Message) ([]*genai.Content, []*genai.Part, error) 
 				return nil, nil, badRequest(param+".tool_call_id",
 					"Invalid 'messages[%d]': a 'tool' message must answer a tool call of an earlier assistant message (tool_call_id %q not found).", i, m.ToolCallID)
 			}
-			parts := []*genai.Part{{FunctionResponse: &genai.FunctionResponse{Name: name, Response: toolOutput(m.Content)}}}
-			if len(m.Content) > 0 && m.Content[0] == '[' {
+			content := m.ContentJSON()
+			parts := []*genai.Part{{FunctionResponse: &genai.FunctionResponse{Name: name, Response: toolOutput(content)}}}
+			if len(content) > 0 && content[0] == '[' {
 				// Images in a tool result (browser screenshots) follow the response as parts.
-				media, err := userParts(m.Content, param+".content")
+				media, err := userParts(content, param+".content")
 				if err != nil {
 					return nil, nil, err
 				}

@@ -26,7 +26,11 @@ type cannedBackend struct {
 func (c *cannedBackend) Name() string { return "nanogpt" }
 
 func (c *cannedBackend) ChatCompletion(ctx context.Context, call *backends.Call) (*backends.Response, error) {
-	_ = call.Request.UpstreamBody(call.Model) // what a real backend would send
+	// What the NanoGPT backend sends: the parts, written one after the other (it hands them
+	// to the transport as net.Buffers), not one joined body.
+	for _, p := range call.Request.UpstreamParts(call.Model) {
+		_, _ = io.Discard.Write(p)
+	}
 	if call.Request.Stream {
 		return &backends.Response{Stream: backends.NewSSEReader(io.NopCloser(bytes.NewReader(c.sse)))}, nil
 	}

@@ -34,8 +34,8 @@ func BenchmarkResolveRoo60K(b *testing.B) {
 	}
 }
 
-// BenchmarkPrepareRoo60K is resolution plus guidance injection, which copies the 60 KB
-// system prompt once to append the block.
+// BenchmarkPrepareRoo60K is resolution plus guidance injection (which keeps the block
+// beside the 60 KB system prompt rather than copying the prompt).
 func BenchmarkPrepareRoo60K(b *testing.B) {
 	e := newEngineer(b, Config{})
 	body := rooRequest60K(b)
@@ -75,6 +75,19 @@ func BenchmarkClassify(b *testing.B) {
 	for b.Loop() {
 		if res, _ := e.Resolve(req, Input{}); res.Role != roles.Debugging {
 			b.Fatal(res.Role)
+		}
+	}
+}
+
+// BenchmarkHasMarker is the check for a guidance block already in a 60 KB system prompt
+// (both ends of it), done on every request before injecting.
+func BenchmarkHasMarker(b *testing.B) {
+	req := parse(b, rooRequest60K(b))
+	content := req.Messages[0].Content
+	b.SetBytes(int64(2 * markerWindow))
+	for b.Loop() {
+		if hasMarker(content) {
+			b.Fatal("marker in the client's prompt")
 		}
 	}
 }

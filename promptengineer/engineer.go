@@ -347,12 +347,12 @@ func (e *Engineer) resolve(st *Strategies, req *backends.ChatRequest, in Input) 
 
 	var opening string
 	if si := systemIndex(req); si >= 0 {
-		opening = headText(req.Messages[si].Content, openingBytes)
+		opening = headText(req.Messages[si].ContentJSON(), openingBytes)
 	}
 	ui := lastUserIndex(req)
 	var userHead string
 	if ui >= 0 {
-		userHead = userText(headText(req.Messages[ui].Content, specialBytes+64))
+		userHead = userText(headText(req.Messages[ui].ContentJSON(), specialBytes+64))
 	}
 
 	// Helper requests (context condensing, enhance prompt) are not the task itself: they
@@ -363,7 +363,7 @@ func (e *Engineer) resolve(st *Strategies, req *backends.ChatRequest, in Input) 
 
 	var unmapped string
 	if ui >= 0 {
-		if slug := envMode(req.Messages[ui].Content); slug != "" {
+		if slug := envMode(req.Messages[ui].ContentJSON()); slug != "" {
 			if r, ok := e.modes[slug]; ok {
 				return Result{Role: r, Signal: SignalMode,
 					Reason: fmt.Sprintf("agent mode %q (# Current Mode in environment_details)", slug)}, nil, nil
@@ -392,7 +392,7 @@ func (e *Engineer) resolve(st *Strategies, req *backends.ChatRequest, in Input) 
 			Reason: fmt.Sprintf("conversation role (first classified as %s)%s", r, note)}, nil, nil
 	}
 	if ui >= 0 {
-		text := userText(headText(req.Messages[ui].Content, st.MaxBytes+512))
+		text := userText(headText(req.Messages[ui].ContentJSON(), st.MaxBytes+512))
 		r, score, hits, ok := st.classify(text)
 		if ok {
 			return Result{Role: r, Signal: SignalContent,

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"slices"
+	"strings"
 
 	"github.com/nanogpt-proxy/nanogpt-proxy/backends"
 )
@@ -19,20 +20,54 @@ const (
 const markerWindow = 8 << 10
 
 var (
-	markerOpen         = []byte("<" + Marker)
-	markerClose        = []byte("</" + Marker + ">")
-	markerOpenEscaped  = []byte(`\u003c` + Marker) // as Go's encoding/json writes "<"
-	markerCloseEscaped = []byte(`\u003c/` + Marker + `\u003e`)
+	markerName         = []byte(Marker)
+	markerOpenEscaped  = []byte(`\u003c`) // "<" as Go's encoding/json writes it
+	markerCloseEscaped = []byte(`\u003e`)
+	// markerPivot is the byte of Marker searched for first: a rare one ('x' of "proxy"),
+	// so that the search skips through a long prompt rather than stopping every few bytes.
+	markerPivot = max(strings.IndexByte(Marker, 'x'), 0)
 )
 
-// hasMarker reports whether a raw content value already carries a guidance block.
+// hasMarker reports whether a raw content value already carries a guidance block: the
+// opening tag "<proxy_role_guidance" in the first markerWindow bytes or the closing tag
+// "</proxy_role_guidance>" in the last ones, written plainly or with encoding/json's
+// \u003c and \u003e escapes.
 func hasMarker(content json.RawMessage) bool {
 	head, tail := content, content
 	if len(content) > markerWindow {
 		head, tail = content[:markerWindow], content[len(content)-markerWindow:]
 	}
-	return bytes.Contains(head, markerOpen) || bytes.Contains(tail, markerClose) ||
-		bytes.Contains(head, markerOpenEscaped) || bytes.Contains(tail, markerCloseEscaped)
+	return anyMarker(head, opensTag) || anyMarker(tail, closesTag)
+}
+
+// anyMarker reports whether some occurrence of Marker in w, at offset at, has tag(w, at).
+func anyMarker(w []byte, tag func(w []byte, at int) bool) bool {
+	for from := 0; from < len(w); {
+		k := bytes.IndexByte(w[from:], Marker[markerPivot])
+		if k < 0 {
+			return false
+		}
+		at := from + k - markerPivot
+		from += k + 1
+		if at >= 0 && bytes.HasPrefix(w[at:], markerName) && tag(w, at) {
+			return true
+		}
+	}
+	return false
+}
+
+// opensTag reports whether the Marker at w[at] follows "<" or its escape.
+func opensTag(w []byte, at int) bool {
+	return at >= 1 && w[at-1] == '<' || at >= 6 && bytes.Equal(w[at-6:at], markerOpenEscaped)
+}
+
+// closesTag reports whether the Marker at w[at] is inside "</...>" or its escaped form.
+func closesTag(w []byte, at int) bool {
+	end := at + len(Marker)
+	if at >= 2 && w[at-1] == '/' && w[at-2] == '<' && end < len(w) && w[end] == '>' {
+		return true
+	}
+	return at >= 7 && w[at-1] == '/' && bytes.Equal(w[at-7:at-1], markerOpenEscaped) && bytes.HasPrefix(w[end:], markerCloseEscaped)
 }
 
 // inject adds block to the system area of req: to the first system (or developer) message
@@ -45,7 +80,7 @@ func inject(req *backends.ChatRequest, block string, mode Injection) string {
 		if m.Role != "system" && m.Role != "developer" {
 			continue
 		}
-		if hasMarker(m.Content) {
+		if hasMarker(m.ContentJSON()) {
 			return injAlready
 		}
 		if idx < 0 {

@@ -116,13 +116,14 @@ func findTarget(req *backends.ChatRequest) (target, string) {
 		return target{}, RewriteNoText
 	}
 	t := target{msg: m, part: -1}
+	content := m.ContentJSON()
 	switch {
-	case len(m.Content) > 0 && m.Content[0] == '"':
-		if json.Unmarshal(m.Content, &t.full) != nil {
+	case len(content) > 0 && content[0] == '"':
+		if json.Unmarshal(content, &t.full) != nil {
 			return target{}, RewriteNoText
 		}
-	case len(m.Content) > 0 && m.Content[0] == '[':
-		for i, p := range splitParts(m.Content) {
+	case len(content) > 0 && content[0] == '[':
+		for i, p := range splitParts(content) {
 			raw := partText(p)
 			if raw == nil {
 				continue
@@ -238,7 +239,7 @@ func (t target) apply(words string) {
 	if t.part < 0 {
 		content = quoteJSON(newText)
 	} else {
-		parts := splitParts(m.Content)
+		parts := splitParts(m.ContentJSON())
 		fs, err := backends.SplitObject(parts[t.part])
 		if err != nil {
 			return
