@@ -360,7 +360,13 @@ func stringPrefixAll(v json.RawMessage, limit int) (string, bool) {
 		return "", true
 	}
 	body := v[1 : len(v)-1]
-	if bytes.IndexByte(body, '\\') < 0 {
+	// Only the bytes a prefix can come from are searched for escapes: a 600-byte look at
+	// a 60 KB system prompt does not scan all of it.
+	head := body
+	if limit > 0 && len(head) > limit {
+		head = head[:limit]
+	}
+	if bytes.IndexByte(head, '\\') < 0 {
 		all := limit <= 0 || len(body) <= limit
 		if !all {
 			body = body[:limit]
