@@ -900,6 +900,19 @@ func withIncludeUsage(v json.RawMessage) json.RawMessage {
 
 // quote encodes s as a JSON string without HTML escaping.
 func quote(s string) json.RawMessage {
+	plain := true
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == '"' || c == '\\' || c >= utf8.RuneSelf {
+			plain = false
+			break
+		}
+	}
+	if plain { // the common case (model ids, roles): no encoder
+		out := make([]byte, len(s)+2)
+		out[0], out[len(out)-1] = '"', '"'
+		copy(out[1:], s)
+		return out
+	}
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
