@@ -14,11 +14,23 @@ type Queue[T any] struct {
 	mu     sync.RWMutex
 	closed bool
 	done   chan struct{}
+	ready  chan struct{}
 }
 
 // NewQueue returns a queue holding up to size items.
 func NewQueue[T any](size int) *Queue[T] {
-	return &Queue[T]{ch: make(chan T, size), done: make(chan struct{})}
+	return &Queue[T]{ch: make(chan T, size), done: make(chan struct{}), ready: make(chan struct{}, 1)}
+}
+
+// Ready is for a consumer that takes items in batches on a timer instead of waking for
+// each one: it receives when the queue is half full, and when it is closed.
+func (q *Queue[T]) Ready() <-chan struct{} { return q.ready }
+
+func (q *Queue[T]) signal() {
+	select {
+	case q.ready <- struct{}{}:
+	default:
+	}
 }
 
 // Offer queues v without blocking; false means the queue was full or closed.
@@ -30,6 +42,9 @@ func (q *Queue[T]) Offer(v T) bool {
 	}
 	select {
 	case q.ch <- v:
+		if len(q.ch) >= cap(q.ch)/2 {
+			q.signal()
+		}
 		return true
 	default:
 		return false
@@ -69,6 +84,7 @@ func (q *Queue[T]) Close(ctx context.Context) error {
 	if !q.closed {
 		q.closed = true
 		close(q.ch)
+		q.signal()
 	}
 	q.mu.Unlock()
 	select {

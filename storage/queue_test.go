@@ -44,3 +44,45 @@ func TestQueue(t *testing.T) {
 		t.Errorf("Send after Close = %v, %v; want not queued, no error", queued, err)
 	}
 }
+
+// A batching consumer is woken when the queue is half full and when it is closed, not
+// for each item.
+func TestQueueReady(t *testing.T) {
+	q := storage.NewQueue[int](8)
+	ready := func() bool {
+		select {
+		case <-q.Ready():
+			return true
+		default:
+			return false
+		}
+	}
+	for i := range 3 {
+		q.Offer(i)
+	}
+	if ready() {
+		t.Fatal("ready with 3 of 8 queued; want a consumer left asleep")
+	}
+	q.Offer(3)
+	if !ready() {
+		t.Fatal("not ready with 4 of 8 queued")
+	}
+	for range 4 {
+		<-q.Items()
+	}
+	q.Offer(4)
+	if ready() {
+		t.Fatal("ready again with 1 of 8 queued")
+	}
+	go func() {
+		for range q.Items() {
+		}
+		q.Finish()
+	}()
+	if err := q.Close(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if !ready() {
+		t.Error("not ready after Close: a consumer sleeping on its timer would not see the end")
+	}
+}
