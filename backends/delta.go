@@ -88,3 +88,34 @@ func AnswerChoice(b []byte) (content, toolCalls json.RawMessage, ok bool) {
 	}
 	return nil, nil, true
 }
+
+// TextLiterals returns the raw JSON string literals that make up the text of a message
+// content, in order, without decoding them: the string itself, or the "text" member of
+// each part whose type is absent or "text" (the parts ContentText reads). content must be
+// valid JSON, as every content of a parsed request is; it is walked with the trusted
+// scanners.
+func TextLiterals(content json.RawMessage) []json.RawMessage {
+	if len(content) == 0 {
+		return nil
+	}
+	switch content[0] {
+	case '"':
+		return []json.RawMessage{content}
+	case '[':
+		var out []json.RawMessage
+		eachElement(content, func(p json.RawMessage) bool {
+			if len(p) == 0 || p[0] != '{' {
+				return false
+			}
+			if typ := lookupValid(p, "type"); len(typ) > 0 && typ[0] == '"' && string(typ) != `"text"` {
+				return false
+			}
+			if t := lookupValid(p, "text"); len(t) >= 2 && t[0] == '"' {
+				out = append(out, t)
+			}
+			return false
+		})
+		return out
+	}
+	return nil
+}

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -124,6 +126,62 @@ func TestAnswerChoice(t *testing.T) {
 		}
 		if string(c) != tt.content || string(tc) != tt.toolCall || ok != tt.ok {
 			t.Errorf("AnswerChoice(%.60s) = %s, %s, %v; want %s, %s, %v", tt.body, c, tc, ok, tt.content, tt.toolCall, tt.ok)
+		}
+	}
+}
+
+// TextLiterals reads the same literals as a walk with the validating splitters, over every
+// message of every client fixture and hand-made part arrays.
+func TestTextLiteralsMatchesSplitters(t *testing.T) {
+	ref := func(content json.RawMessage) []json.RawMessage {
+		if len(content) == 0 {
+			return nil
+		}
+		if content[0] == '"' {
+			return []json.RawMessage{content}
+		}
+		parts, err := backends.SplitArray(content)
+		if err != nil {
+			return nil
+		}
+		var out []json.RawMessage
+		for _, p := range parts {
+			fs, err := backends.SplitObject(p)
+			if err != nil {
+				continue
+			}
+			if typ := backends.Lookup(fs, "type"); len(typ) > 0 && typ[0] == '"' && string(typ) != `"text"` {
+				continue
+			}
+			if t := backends.Lookup(fs, "text"); len(t) >= 2 && t[0] == '"' {
+				out = append(out, t)
+			}
+		}
+		return out
+	}
+	contents := []json.RawMessage{
+		json.RawMessage(`[{"type":"text","text":"a"},{"type":"image_url","image_url":{"url":"x"}},{"text":"no type"},{"type":"text","text":null},"bare",{"t\u0065xt":"escaped key","type":"text"}]`),
+		json.RawMessage(`[ ]`), json.RawMessage(`null`), json.RawMessage(`"plain"`),
+	}
+	entries, err := os.ReadDir(filepath.Join("..", "testdata", "clients"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		req, err := backends.ParseChatRequest(readFixture(t, "clients/"+e.Name()))
+		if err != nil {
+			continue // the fixtures of bad requests
+		}
+		for _, m := range req.Messages {
+			contents = append(contents, m.Content)
+		}
+	}
+	if len(contents) < 20 {
+		t.Fatalf("only %d contents: the fixtures were not read", len(contents))
+	}
+	for _, c := range contents {
+		if got, want := backends.TextLiterals(c), ref(c); !cmp.Equal(got, want) {
+			t.Errorf("TextLiterals(%.80s) = %q, want %q", c, got, want)
 		}
 	}
 }

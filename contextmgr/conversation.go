@@ -51,7 +51,7 @@ const hashEdge = 8 << 10
 // two prompts that differ only in the middle while sharing size and both ends are not a
 // realistic collision.
 func writeText(h io.Writer, content json.RawMessage) {
-	lits := textLiterals(content)
+	lits := backends.TextLiterals(content)
 	size := 0
 	for i, l := range lits {
 		lits[i] = l[1 : len(l)-1]
@@ -89,37 +89,4 @@ func writeRange(h io.Writer, texts []json.RawMessage, from, to int) {
 			return
 		}
 	}
-}
-
-// textLiterals returns the raw JSON string literals that make up the text of content, in
-// order: the string itself, or the "text" member of each text part (the parts
-// backends.ContentText reads). Nothing is decoded.
-func textLiterals(content json.RawMessage) []json.RawMessage {
-	if len(content) == 0 {
-		return nil
-	}
-	switch content[0] {
-	case '"':
-		return []json.RawMessage{content}
-	case '[':
-		parts, err := backends.SplitArray(content)
-		if err != nil {
-			return nil
-		}
-		out := make([]json.RawMessage, 0, len(parts))
-		for _, p := range parts {
-			fs, err := backends.SplitObject(p)
-			if err != nil {
-				continue
-			}
-			if typ := backends.Lookup(fs, "type"); len(typ) > 0 && typ[0] == '"' && string(typ) != `"text"` {
-				continue
-			}
-			if t := backends.Lookup(fs, "text"); len(t) >= 2 && t[0] == '"' {
-				out = append(out, t)
-			}
-		}
-		return out
-	}
-	return nil
 }
