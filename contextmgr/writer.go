@@ -110,8 +110,11 @@ const maxSaveBatch = 64
 // saveLinger is how long a batch stays open for more exchanges while they come in quickly
 // (the previous one was taken less than saveLinger before): under load one commit then
 // serves several exchanges instead of each paying its own. An exchange after a quiet spell
-// is saved at once, and a flush or a deletion closes the batch at once.
-const saveLinger = 2 * time.Millisecond
+// is saved at once, and a flush or a deletion closes the batch at once. A coding agent's
+// next request of a conversation comes at least one model answer later, so a save that
+// lands 10 ms late is never missed; at 500 exchanges a second it saves ~17 % of the CPU
+// per request against 2 ms (bench/run.sh, roo-60k).
+const saveLinger = 10 * time.Millisecond
 
 func (w *writer) run() {
 	defer w.queue.Finish()
