@@ -200,7 +200,7 @@ func (n *NanoGPT) ChatCompletion(ctx context.Context, call *Call) (*Response, er
 	}
 	// A stream request answered with JSON goes back as it came.
 	if !call.Request.Stream && bytes.Contains(b, []byte(`"reasoning"`)) {
-		if nb := addReasoningContentFields(fields, "message"); nb != nil {
+		if nb := addReasoningContentMessage(b); nb != nil {
 			b = nb
 		}
 	}
@@ -348,28 +348,6 @@ func errorTypeFor(status int) string {
 	}
 }
 
-// addReasoningContentChunk gives every choices[].delta that carries NanoGPT's "reasoning"
-// a "reasoning_content" copy (which Roo Code reads). It returns nil when nothing changes.
-func addReasoningContentChunk(data []byte) []byte {
-	return addReasoningContent(data, "delta")
-}
-
-// addReasoningContentMessage does the same for choices[].message of a JSON answer.
-func addReasoningContentMessage(body []byte) []byte {
-	return addReasoningContent(body, "message")
-}
-
-func addReasoningContent(data []byte, member string) []byte {
-	if !bytes.Contains(data, []byte(`"reasoning"`)) {
-		return nil
-	}
-	fields, err := SplitObject(data)
-	if err != nil {
-		return nil
-	}
-	return addReasoningContentFields(fields, member)
-}
-
 // answerMeta reads the model and usage members of an answer split by SplitObject; a
 // usage of the wrong shape counts as absent (the tokens are then estimated).
 func answerMeta(fields []Field) (model string, usage *Usage) {
@@ -408,54 +386,4 @@ func usageFrom(fields []Field) *Usage {
 		*dst = n
 	}
 	return &u
-}
-
-// addReasoningContentFields is addReasoningContent on an answer already split (and so
-// validated) by SplitObject.
-func addReasoningContentFields(fields []Field, member string) []byte {
-	choices := Lookup(fields, "choices")
-	if len(choices) == 0 || choices[0] != '[' {
-		return nil
-	}
-	elems := splitArrayTrusted(choices)
-	changed := false
-	newChoices := make([]byte, 0, len(choices)+64)
-	newChoices = append(newChoices, '[')
-	for i, c := range elems {
-		if i > 0 {
-			newChoices = append(newChoices, ',')
-		}
-		if len(c) == 0 || c[0] != '{' {
-			newChoices = append(newChoices, c...)
-			continue
-		}
-		cf := splitObjectTrusted(c)
-		inner := Lookup(cf, member)
-		if len(inner) == 0 || inner[0] != '{' {
-			newChoices = append(newChoices, c...)
-			continue
-		}
-		df := splitObjectTrusted(inner)
-		r := Lookup(df, "reasoning")
-		if r == nil || string(r) == "null" || Lookup(df, "reasoning_content") != nil {
-			newChoices = append(newChoices, c...)
-			continue
-		}
-		// Insert reasoning_content right after reasoning, keeping the other members' order.
-		nd := make([]Field, 0, len(df)+1)
-		for _, f := range df {
-			nd = append(nd, f)
-			if f.Key == "reasoning" {
-				nd = append(nd, Field{Key: "reasoning_content", Value: r})
-			}
-		}
-		cf = SetField(cf, member, JoinObject(nd))
-		newChoices = appendObject(newChoices, cf)
-		changed = true
-	}
-	if !changed {
-		return nil
-	}
-	newChoices = append(newChoices, ']')
-	return JoinObject(SetField(fields, "choices", newChoices))
 }
