@@ -107,10 +107,10 @@ func TextLiterals(content json.RawMessage) []json.RawMessage {
 			if len(p) == 0 || p[0] != '{' {
 				return false
 			}
-			if typ := lookupValid(p, "type"); len(typ) > 0 && typ[0] == '"' && string(typ) != `"text"` {
+			if typ := lookupTrusted(p, "type"); len(typ) > 0 && typ[0] == '"' && string(typ) != `"text"` {
 				return false
 			}
-			if t := lookupValid(p, "text"); len(t) >= 2 && t[0] == '"' {
+			if t := lookupTrusted(p, "text"); len(t) >= 2 && t[0] == '"' {
 				out = append(out, t)
 			}
 			return false

@@ -446,30 +446,10 @@ func isHex4(b []byte) bool {
 // splitObjectTrusted is SplitObject for validated input.
 func splitObjectTrusted(b []byte) []Field {
 	fields := make([]Field, 0, 4)
-	i := skipWS(b, 0)
-	if i >= len(b) || b[i] != '{' {
-		return fields
-	}
-	i = skipWS(b, i+1)
-	for i < len(b) && b[i] == '"' {
-		end := StringEnd(b, i)
-		key, err := decodeKey(b[i:end])
-		if err != nil {
-			return fields
-		}
-		i = skipWS(b, end)
-		if i >= len(b) || b[i] != ':' {
-			return fields
-		}
-		i = skipWS(b, i+1)
-		vend := skipTrusted(b, i)
-		fields = append(fields, Field{Key: key, Value: b[i:vend:vend]})
-		i = skipWS(b, vend)
-		if i >= len(b) || b[i] != ',' {
-			return fields
-		}
-		i = skipWS(b, i+1)
-	}
+	eachMemberAt(b, 0, func(key []byte, from, to int) bool {
+		fields = append(fields, Field{Key: string(key), Value: b[from:to:to]})
+		return false
+	})
 	return fields
 }
 
@@ -486,17 +466,59 @@ func splitArrayTrusted(b []byte) []json.RawMessage {
 // eachElement calls fn with each element of the validated array b, in order, until fn
 // returns true.
 func eachElement(b []byte, fn func(json.RawMessage) bool) {
-	i := skipWS(b, 0)
+	eachElementAt(b, 0, func(from, to int) bool { return fn(b[from:to:to]) })
+}
+
+// eachElementAt calls fn with the offsets of every element of the valid array at b[arr],
+// in order, until fn returns true.
+func eachElementAt(b []byte, arr int, fn func(from, to int) bool) {
+	i := skipWS(b, arr)
 	if i >= len(b) || b[i] != '[' {
 		return
 	}
 	i = skipWS(b, i+1)
 	for i < len(b) && b[i] != ']' {
 		end := skipTrusted(b, i)
-		if end <= i || fn(b[i:end:end]) {
+		if end <= i || fn(i, end) {
 			return
 		}
 		i = skipWS(b, end)
+		if i >= len(b) || b[i] != ',' {
+			return
+		}
+		i = skipWS(b, i+1)
+	}
+}
+
+// eachMemberAt calls fn with the name (decoded when it has escapes; without allocating
+// when it has none) and the value's offsets of every member of the valid object at b[obj],
+// in order, until fn returns true.
+func eachMemberAt(b []byte, obj int, fn func(key []byte, from, to int) bool) {
+	i := skipWS(b, obj)
+	if i >= len(b) || b[i] != '{' {
+		return
+	}
+	i = skipWS(b, i+1)
+	for i < len(b) && b[i] == '"' {
+		end := StringEnd(b, i)
+		key := b[i+1 : max(i+1, end-1)]
+		if bytes.IndexByte(key, '\\') >= 0 {
+			k, err := decodeKey(b[i:end])
+			if err != nil {
+				return
+			}
+			key = []byte(k)
+		}
+		i = skipWS(b, end)
+		if i >= len(b) || b[i] != ':' {
+			return
+		}
+		i = skipWS(b, i+1)
+		vend := skipTrusted(b, i)
+		if fn(key, i, vend) {
+			return
+		}
+		i = skipWS(b, vend)
 		if i >= len(b) || b[i] != ',' {
 			return
 		}
@@ -564,42 +586,16 @@ func StringEnd(b []byte, i int) int {
 }
 
 // lookupTrusted returns the raw value of the first top-level member named key of the
-// validated object b, or nil, without allocating. Member names written with escapes are
-// not matched.
-func lookupTrusted(b []byte, key string) json.RawMessage { return lookupMember(b, key, false) }
-
-// lookupValid is Lookup(SplitObject(b), key) for a valid JSON value b, nil when b is not
-// an object: member names written with escapes are decoded (allocating only for them).
-func lookupValid(b []byte, key string) json.RawMessage { return lookupMember(b, key, true) }
-
-func lookupMember(b []byte, key string, decodeEscaped bool) json.RawMessage {
-	i := skipWS(b, 0)
-	if i >= len(b) || b[i] != '{' {
-		return nil
-	}
-	i = skipWS(b, i+1)
-	for i < len(b) && b[i] == '"' {
-		end := StringEnd(b, i)
-		k := b[i+1 : max(i+1, end-1)]
-		match := string(k) == key
-		if !match && decodeEscaped && bytes.IndexByte(k, '\\') >= 0 {
-			d, err := decodeKey(b[i:end])
-			match = err == nil && d == key
+// validated object b, or nil (also when b is not an object), as Lookup(SplitObject(b), key)
+// would: member names written with escapes are decoded, allocating only for them.
+func lookupTrusted(b []byte, key string) json.RawMessage {
+	var v json.RawMessage
+	eachMemberAt(b, 0, func(k []byte, from, to int) bool {
+		if string(k) == key {
+			v = b[from:to:to]
+			return true
 		}
-		i = skipWS(b, end)
-		if i >= len(b) || b[i] != ':' {
-			return nil
-		}
-		i = skipWS(b, i+1)
-		vend := skipTrusted(b, i)
-		if match {
-			return b[i:vend:vend]
-		}
-		i = skipWS(b, vend)
-		if i >= len(b) || b[i] != ',' {
-			return nil
-		}
-		i = skipWS(b, i+1)
-	}
-	return nil
+		return false
+	})
+	return v
 }

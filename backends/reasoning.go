@@ -28,21 +28,21 @@ func addReasoningContent(data []byte, member string) []byte {
 		value []byte
 	}
 	var ins []insertion
-	choices, _ := memberSpan(data, 0, "choices")
+	choices := memberAt(data, 0, "choices")
 	if choices < 0 || data[choices] != '[' {
 		return nil
 	}
-	eachElementAt(data, choices, func(c int) {
+	eachElementAt(data, choices, func(c, _ int) bool {
 		if data[c] != '{' {
-			return
+			return false
 		}
-		inner, _ := memberSpan(data, c, member)
+		inner := memberAt(data, c, member)
 		if inner < 0 || data[inner] != '{' {
-			return
+			return false
 		}
 		first, has := -1, false
 		var at []int
-		eachMemberAt(data, inner, func(key []byte, from, to int) {
+		eachMemberAt(data, inner, func(key []byte, from, to int) bool {
 			switch string(key) {
 			case "reasoning":
 				if first < 0 {
@@ -52,17 +52,19 @@ func addReasoningContent(data []byte, member string) []byte {
 			case "reasoning_content":
 				has = true
 			}
+			return false
 		})
 		if first < 0 || has {
-			return
+			return false
 		}
 		v := data[first:skipTrusted(data, first)]
 		if string(v) == "null" {
-			return
+			return false
 		}
 		for _, a := range at {
 			ins = append(ins, insertion{a, v})
 		}
+		return false
 	})
 	if len(ins) == 0 {
 		return nil
@@ -83,69 +85,16 @@ func addReasoningContent(data []byte, member string) []byte {
 	return append(out, data[prev:]...)
 }
 
-// memberSpan returns the offsets of the value of the first member named key of the valid
-// object at b[obj] (-1 when there is none).
-func memberSpan(b []byte, obj int, key string) (from, to int) {
-	from, to = -1, -1
-	eachMemberAt(b, obj, func(k []byte, f, t int) {
-		if from < 0 && string(k) == key {
-			from, to = f, t
+// memberAt returns the offset of the value of the first member named key of the valid
+// object at b[obj], or -1.
+func memberAt(b []byte, obj int, key string) int {
+	at := -1
+	eachMemberAt(b, obj, func(k []byte, from, _ int) bool {
+		if string(k) == key {
+			at = from
+			return true
 		}
+		return false
 	})
-	return from, to
-}
-
-// eachMemberAt calls fn with the name (decoded when it has escapes; without allocating when
-// it has none) and the value's offsets of every member of the valid object at b[obj], in
-// order.
-func eachMemberAt(b []byte, obj int, fn func(key []byte, from, to int)) {
-	i := skipWS(b, obj)
-	if i >= len(b) || b[i] != '{' {
-		return
-	}
-	i = skipWS(b, i+1)
-	for i < len(b) && b[i] == '"' {
-		end := StringEnd(b, i)
-		key := b[i+1 : max(i+1, end-1)]
-		if bytes.IndexByte(key, '\\') >= 0 {
-			k, err := decodeKey(b[i:end])
-			if err != nil {
-				return
-			}
-			key = []byte(k)
-		}
-		i = skipWS(b, end)
-		if i >= len(b) || b[i] != ':' {
-			return
-		}
-		i = skipWS(b, i+1)
-		vend := skipTrusted(b, i)
-		fn(key, i, vend)
-		i = skipWS(b, vend)
-		if i >= len(b) || b[i] != ',' {
-			return
-		}
-		i = skipWS(b, i+1)
-	}
-}
-
-// eachElementAt calls fn with the offset of every element of the valid array at b[arr].
-func eachElementAt(b []byte, arr int, fn func(at int)) {
-	i := skipWS(b, arr)
-	if i >= len(b) || b[i] != '[' {
-		return
-	}
-	i = skipWS(b, i+1)
-	for i < len(b) && b[i] != ']' {
-		end := skipTrusted(b, i)
-		if end <= i {
-			return
-		}
-		fn(i)
-		i = skipWS(b, end)
-		if i >= len(b) || b[i] != ',' {
-			return
-		}
-		i = skipWS(b, i+1)
-	}
+	return at
 }

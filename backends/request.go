@@ -287,11 +287,11 @@ func (pt *partsTexter) add(p json.RawMessage) bool {
 		return true
 	}
 	var typ string
-	_ = decodeString(lookupValid(p, "type"), &typ)
+	_ = decodeString(lookupTrusted(p, "type"), &typ)
 	if typ != "text" && typ != "" {
 		return false
 	}
-	t := lookupValid(p, "text")
+	t := lookupTrusted(p, "text")
 	if t == nil {
 		return false
 	}
