@@ -1,10 +1,9 @@
 package promptengineer
 
 import (
-	"container/list"
-	"sync"
 	"time"
 
+	"github.com/nanogpt-proxy/nanogpt-proxy/internal/ttlcache"
 	"github.com/nanogpt-proxy/nanogpt-proxy/roles"
 )
 
@@ -18,23 +17,15 @@ const (
 // first classified as. A client without a mode signal would otherwise get the role of its
 // latest message each turn, and the guidance block in the system prompt (which breaks
 // provider prompt caches) and the route would change with it. Bounded: the least recently
-// used entry goes first, and an entry unused for ttl is forgotten.
+// used entry goes first, and an entry unused for ttl is forgotten. A nil *convRoles
+// remembers nothing.
 type convRoles struct {
-	size int
-	ttl  time.Duration
-	now  func() time.Time
-
-	mu  sync.Mutex
-	m   map[string]*list.Element
-	lru *list.List // of *convRole, most recently used first
+	c   *ttlcache.Cache[roles.Role]
+	now func() time.Time
 }
 
-type convRole struct {
-	key  string
-	role roles.Role
-	used time.Time
-}
-
+// newConvRoles returns the memory; size < 0 turns it off (nil), 0 and ttl <= 0 take the
+// defaults.
 func newConvRoles(size int, ttl time.Duration, now func() time.Time) *convRoles {
 	if size < 0 {
 		return nil
@@ -48,7 +39,7 @@ func newConvRoles(size int, ttl time.Duration, now func() time.Time) *convRoles 
 	if now == nil {
 		now = time.Now
 	}
-	return &convRoles{size: size, ttl: ttl, now: now, m: map[string]*list.Element{}, lru: list.New()}
+	return &convRoles{c: ttlcache.New[roles.Role](size, ttl), now: now}
 }
 
 // get returns the role remembered for key; a hit counts as a use.
@@ -56,22 +47,7 @@ func (c *convRoles) get(key string) (roles.Role, bool) {
 	if c == nil || key == "" {
 		return "", false
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	el, ok := c.m[key]
-	if !ok {
-		return "", false
-	}
-	e := el.Value.(*convRole)
-	now := c.now()
-	if now.Sub(e.used) > c.ttl {
-		c.lru.Remove(el)
-		delete(c.m, key)
-		return "", false
-	}
-	e.used = now
-	c.lru.MoveToFront(el)
-	return e.role, true
+	return c.c.Get(key, c.now(), true)
 }
 
 // put remembers role for key unless key already has one: the first classification stays.
@@ -79,22 +55,7 @@ func (c *convRoles) put(key string, role roles.Role) {
 	if c == nil || key == "" {
 		return
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	now := c.now()
-	if el, ok := c.m[key]; ok {
-		if e := el.Value.(*convRole); now.Sub(e.used) <= c.ttl {
-			return
-		}
-		c.lru.Remove(el)
-		delete(c.m, key)
-	}
-	c.m[key] = c.lru.PushFront(&convRole{key: key, role: role, used: now})
-	for c.lru.Len() > c.size {
-		old := c.lru.Back()
-		c.lru.Remove(old)
-		delete(c.m, old.Value.(*convRole).key)
-	}
+	c.c.Put(key, role, c.now(), true)
 }
 
 // len is the number of conversations remembered (for /status).
@@ -102,7 +63,5 @@ func (c *convRoles) len() int {
 	if c == nil {
 		return 0
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.lru.Len()
+	return c.c.Len()
 }
