@@ -255,6 +255,51 @@ func TestGoOpenAI(t *testing.T) {
 	for id, w := range wantRows {
 		checkRow(t, rows, id, w.model, w.role, w.stream, w.status, w.tokens, w.errSub)
 	}
+	checkRequestLog(t, p.Log.String(), rows)
+}
+
+// checkRequestLog: the log has exactly one line per request (the issue's request_id,
+// role, model, backend, status, latency and tokens), agreeing with its usage row. Run
+// after stop: shutdown writes the lines still gathered in memory.
+func checkRequestLog(t *testing.T, log string, rows map[string]usageRow) {
+	t.Helper()
+	lines := map[string]map[string]string{}
+	for _, l := range strings.Split(log, "\n") {
+		if !strings.Contains(l, " msg=request ") {
+			continue
+		}
+		kv := map[string]string{}
+		for _, f := range strings.Fields(l) {
+			if k, v, ok := strings.Cut(f, "="); ok {
+				kv[k] = strings.Trim(v, `"`)
+			}
+		}
+		id := kv["request_id"]
+		if _, dup := lines[id]; dup {
+			t.Errorf("two request lines for %s", id)
+		}
+		lines[id] = kv
+	}
+	if len(lines) != len(rows) {
+		t.Errorf("%d request lines for %d usage rows\nlog:\n%s", len(lines), len(rows), log)
+	}
+	for id, r := range rows {
+		kv, ok := lines[id]
+		if !ok {
+			t.Errorf("no request line for %s", id)
+			continue
+		}
+		for k, want := range map[string]string{"role": r.Role, "model": r.Model, "backend": r.Backend,
+			"status": strconv.Itoa(r.StatusCode), "prompt_tokens": strconv.Itoa(r.PromptTokens),
+			"completion_tokens": strconv.Itoa(r.CompletionTokens), "stream": strconv.FormatBool(r.Stream)} {
+			if kv[k] != want {
+				t.Errorf("request %s: log %s=%q, usage row has %q", id, k, kv[k], want)
+			}
+		}
+		if _, err := strconv.Atoi(kv["latency_ms"]); err != nil {
+			t.Errorf("request %s: latency_ms=%q is not a number", id, kv["latency_ms"])
+		}
+	}
 }
 
 // TestUpstreamUnreachable: with nothing listening at NANOGPT_BASE_URL the client gets a

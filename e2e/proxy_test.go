@@ -243,14 +243,21 @@ func (p *proxy) stop() {
 	}
 }
 
-// cleanup kills a proxy still running, checks the whole log for secrets and prompt text,
-// and checks that every upstream request carried the proxy's key and never the client's.
+// cleanup stops a proxy still running (SIGTERM, so that it writes out the log lines it
+// still holds; killed after a grace period), checks the whole log for secrets and prompt
+// text, and checks that every upstream request carried the proxy's key and never the
+// client's.
 func (p *proxy) cleanup() {
 	select {
 	case <-p.exited:
 	default:
-		_ = p.cmd.Process.Kill()
-		<-p.exited
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.exited:
+		case <-time.After(10 * time.Second):
+			_ = p.cmd.Process.Kill()
+			<-p.exited
+		}
 	}
 	p.checkLog()
 	p.mock.checkAuth(p.t)
