@@ -414,10 +414,6 @@ var plainStringByte = func() (t [256]bool) {
 	return t
 }()
 
-// wordNeedsCare reports whether any of the 8 bytes in w is not a plain string byte: a
-// control character, '"', '\\' or a non-ASCII byte.
-func wordNeedsCare(w uint64) bool { return careMask(w) != 0 }
-
 // careMask flags (with its high bit) each byte of w that is not a plain string byte. The
 // lowest flagged byte is exact; a flag above a true one may be false. Per byte x:
 // x-0x20 sets the high bit when x < 0x20 (a control character) and x itself when x >= 0x80;

@@ -3,6 +3,7 @@ package backends
 import (
 	"encoding/binary"
 	"fmt"
+	"math/bits"
 	"math/rand/v2"
 	"testing"
 )
@@ -10,17 +11,21 @@ import (
 // TestPlain8MatchesByteCheck checks skipString's eight-byte fast path against the byte
 // rule it stands for: every byte value at every position, and random words.
 func TestPlain8MatchesByteCheck(t *testing.T) {
-	want := func(w [8]byte) bool {
-		for _, c := range w {
+	// firstCare is the index of the first byte that is not a plain string byte (8: none).
+	firstCare := func(w [8]byte) int {
+		for i, c := range w {
 			if c < 0x20 || c == '"' || c == '\\' || c >= 0x80 {
-				return false
+				return i
 			}
 		}
-		return true
+		return 8
 	}
+	// careMask must flag some byte exactly when one needs care, and its lowest flag must
+	// be that first byte (skipString jumps straight to it).
 	check := func(w [8]byte) {
-		if got := !wordNeedsCare(binary.LittleEndian.Uint64(w[:])); got != want(w) {
-			t.Fatalf("!wordNeedsCare(%q) = %v, want %v", w[:], got, want(w))
+		m := careMask(binary.LittleEndian.Uint64(w[:]))
+		if got, want := bits.TrailingZeros64(m)>>3, firstCare(w); got != want {
+			t.Fatalf("careMask(%q) flags byte %d first, want %d (8: none)", w[:], got, want)
 		}
 	}
 	for pos := range 8 {
