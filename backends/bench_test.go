@@ -2,9 +2,12 @@ package backends_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -98,6 +101,44 @@ func BenchmarkParseAndUpstreamBody(b *testing.B) {
 				if len(r.UpstreamBody("qwen/qwen3-coder")) == 0 {
 					b.Fatal("empty")
 				}
+			}
+		})
+	}
+}
+
+// BenchmarkNanoGPTRoundTrip is one non-streaming call through the NanoGPT backend to a
+// loopback upstream that reads the whole body: the cost of sending a request body of
+// each size (system calls, buffers) as well as reading the answer.
+func BenchmarkNanoGPTRoundTrip(b *testing.B) {
+	answer := readFixture(b, "nanogpt/chat-completion.json")
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, err := io.Copy(io.Discard, r.Body); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(answer)
+	}))
+	defer srv.Close()
+	ng := backends.NewNanoGPT(backends.NanoGPTConfig{BaseURL: srv.URL + "/v1", APIKey: "k"}, nil)
+	for _, name := range []string{"small", "roo60k"} {
+		body := bytes.Replace(benchBodies(b)[name], []byte(`"stream":true`), []byte(`"stream":false`), 1)
+		req, err := backends.ParseChatRequest(body)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Run(name, func(b *testing.B) {
+			b.SetBytes(int64(len(body)))
+			b.ReportAllocs()
+			for b.Loop() {
+				resp, err := ng.ChatCompletion(context.Background(), &backends.Call{Model: "m", Request: req})
+				if err != nil {
+					b.Fatal(err)
+				}
+				if len(resp.Body) == 0 {
+					b.Fatal("empty answer")
+				}
+				resp.Close()
 			}
 		})
 	}

@@ -93,17 +93,7 @@ var passedResponseHeaders = []string{"Retry-After", "X-Ratelimit-Limit-Requests"
 
 // ChatCompletion sends the call to NanoGPT's /chat/completions.
 func (n *NanoGPT) ChatCompletion(ctx context.Context, call *Call) (*Response, error) {
-	// The body goes out from its parts, most of them slices of the client's body: a 60 KB
-	// agent request is not copied into a second 60 KB buffer first.
-	parts := call.Request.UpstreamParts(call.Model)
-	size := 0
-	for _, p := range parts {
-		size += len(p)
-	}
-	newBody := func() io.ReadCloser {
-		b := append(net.Buffers(nil), parts...) // Read consumes its own copy of the list
-		return io.NopCloser(&b)
-	}
+	size, newBody := upstreamBody(call.Request.UpstreamParts(call.Model))
 	ctx, cancel := context.WithCancelCause(ctx)
 	var timer *time.Timer
 	if n.cfg.FirstByteTimeout > 0 {
@@ -386,4 +376,34 @@ func usageFrom(fields []Field) *Usage {
 		*dst = n
 	}
 	return &u
+}
+
+// joinBelow is the body size up to which the upstream body is joined into one string.
+// net/http writes a body it knows to be in memory (a strings.Reader) in the same write as
+// the headers. Any other body has the headers flushed first and is copied through a
+// buffer of min(32 KB, size) allocated for the call. Up to 32 KB, joining allocates the
+// same and saves a system call; above it the parts go out as they are, most of them
+// slices of the client's body, without a second copy of a 60 KB agent request.
+const joinBelow = 32 << 10
+
+// upstreamBody returns the body's size and a function giving a fresh reader of it (the
+// transport asks again to retry on a stale connection).
+func upstreamBody(parts [][]byte) (int, func() io.ReadCloser) {
+	size := 0
+	for _, p := range parts {
+		size += len(p)
+	}
+	if size <= joinBelow {
+		var b strings.Builder
+		b.Grow(size)
+		for _, p := range parts {
+			b.Write(p)
+		}
+		s := b.String()
+		return size, func() io.ReadCloser { return io.NopCloser(strings.NewReader(s)) }
+	}
+	return size, func() io.ReadCloser {
+		b := append(net.Buffers(nil), parts...) // Read consumes its own copy of the list
+		return io.NopCloser(&b)
+	}
 }

@@ -84,3 +84,31 @@ func TestNanoGPTSendsTheRequestBodyExactly(t *testing.T) {
 		})
 	}
 }
+
+// TestUpstreamBodyReadersAreIndependent: the transport may ask for the body again (a
+// retry on a stale connection) after reading part of it; every reader must give the
+// whole body, joined (up to joinBelow) or as the parts themselves.
+func TestUpstreamBodyReadersAreIndependent(t *testing.T) {
+	for _, n := range []int{0, 1, joinBelow - 3, joinBelow + 1, 3 * joinBelow} {
+		parts := [][]byte{[]byte("{"), bytes.Repeat([]byte("x"), n), []byte("}")}
+		want := bytes.Join(parts, nil)
+		size, newBody := upstreamBody(parts)
+		if size != len(want) {
+			t.Errorf("n=%d: size %d, want %d", n, size, len(want))
+		}
+		first := newBody()
+		if _, err := io.ReadFull(first, make([]byte, 1+n/2)); err != nil {
+			t.Fatal(err)
+		}
+		for i := range 2 {
+			got, err := io.ReadAll(newBody())
+			if err != nil || !bytes.Equal(got, want) {
+				t.Errorf("n=%d: reader %d gave %d bytes (err %v), want %d", n, i+2, len(got), err, len(want))
+			}
+		}
+		rest, _ := io.ReadAll(first)
+		if !bytes.Equal(rest, want[1+n/2:]) {
+			t.Errorf("n=%d: the first reader lost its place: %d bytes left, want %d", n, len(rest), len(want)-1-n/2)
+		}
+	}
+}
