@@ -121,8 +121,12 @@ func BenchmarkNanoGPTRoundTrip(b *testing.B) {
 	}))
 	defer srv.Close()
 	ng := backends.NewNanoGPT(backends.NanoGPTConfig{BaseURL: srv.URL + "/v1", APIKey: "k"}, nil)
-	for _, name := range []string{"small", "roo60k"} {
-		body := bytes.Replace(benchBodies(b)[name], []byte(`"stream":true`), []byte(`"stream":false`), 1)
+	bodies := benchBodies(b)
+	// A 12 KB request: a short agent prompt, between the small and the Roo-sized one.
+	bodies["mid12k"] = []byte(`{"model":"auto","messages":[{"role":"system","content":"` +
+		strings.Repeat("Answer with code only. ", 530) + `"},{"role":"user","content":"Say hi"}]}`)
+	for _, name := range []string{"small", "mid12k", "roo60k"} {
+		body := bytes.Replace(bodies[name], []byte(`"stream":true`), []byte(`"stream":false`), 1)
 		req, err := backends.ParseChatRequest(body)
 		if err != nil {
 			b.Fatal(err)
