@@ -23,7 +23,11 @@ var errSyntax = errors.New("invalid JSON")
 // SplitObject splits a JSON object into its members in document order, validating
 // the whole text on the way (strings, numbers, literals, nesting). The values alias b.
 // It costs one pass over b and one allocation for the slice.
-func SplitObject(b []byte) ([]Field, error) {
+func SplitObject(b []byte) ([]Field, error) { return splitObject(b, nil) }
+
+// splitObject is SplitObject; with vc, the elements of member values that are arrays are
+// looked up in vc before they are scanned.
+func splitObject(b []byte, vc *validCache) ([]Field, error) {
 	i := skipWS(b, 0)
 	if i >= len(b) || b[i] != '{' {
 		return nil, fmt.Errorf("%w: expected an object", errSyntax)
@@ -53,7 +57,12 @@ func SplitObject(b []byte) ([]Field, error) {
 			return nil, fmt.Errorf("%w: expected ':' at offset %d", errSyntax, i)
 		}
 		i = skipWS(b, i+1)
-		vend, err := skipValue(b, i, 0)
+		var vend int
+		if vc != nil && i < len(b) && b[i] == '[' {
+			vend, err = skipArray(b, i, 0, vc)
+		} else {
+			vend, err = skipValue(b, i, 0)
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -246,27 +255,7 @@ func skipValue(b []byte, i, depth int) (int, error) {
 			i = skipWS(b, i+1)
 		}
 	case c == '[':
-		i = skipWS(b, i+1)
-		if i < len(b) && b[i] == ']' {
-			return i + 1, nil
-		}
-		for {
-			var err error
-			if i, err = skipValue(b, i, depth+1); err != nil {
-				return 0, err
-			}
-			i = skipWS(b, i)
-			if i >= len(b) {
-				return 0, fmt.Errorf("%w: unexpected end of array", errSyntax)
-			}
-			if b[i] == ']' {
-				return i + 1, nil
-			}
-			if b[i] != ',' {
-				return 0, fmt.Errorf("%w: expected ',' or ']' at offset %d", errSyntax, i)
-			}
-			i = skipWS(b, i+1)
-		}
+		return skipArray(b, i, depth, nil)
 	case c == 't':
 		return skipLiteral(b, i, "true")
 	case c == 'f':
@@ -277,6 +266,41 @@ func skipValue(b []byte, i, depth int) (int, error) {
 		return skipNumber(b, i)
 	default:
 		return 0, fmt.Errorf("%w: unexpected character %q at offset %d", errSyntax, c, i)
+	}
+}
+
+// skipArray skips the array at b[i] (at depth); with vc, each element is looked up in vc
+// before it is scanned.
+func skipArray(b []byte, i, depth int, vc *validCache) (int, error) {
+	i = skipWS(b, i+1)
+	if i < len(b) && b[i] == ']' {
+		return i + 1, nil
+	}
+	for {
+		end, fp, ok := 0, uint64(0), false
+		if vc != nil {
+			end, fp, ok = vc.lookup(b, i)
+		}
+		if !ok {
+			var err error
+			if end, err = skipValue(b, i, depth+1); err != nil {
+				return 0, err
+			}
+			if vc != nil {
+				vc.note(b[i:end], fp)
+			}
+		}
+		i = skipWS(b, end)
+		if i >= len(b) {
+			return 0, fmt.Errorf("%w: unexpected end of array", errSyntax)
+		}
+		if b[i] == ']' {
+			return i + 1, nil
+		}
+		if b[i] != ',' {
+			return 0, fmt.Errorf("%w: expected ',' or ']' at offset %d", errSyntax, i)
+		}
+		i = skipWS(b, i+1)
 	}
 }
 

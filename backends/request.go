@@ -63,7 +63,7 @@ func (e *RequestError) Error() string { return e.Message }
 
 // ParseChatRequest decodes and validates a chat completion body.
 func ParseChatRequest(body []byte) (*ChatRequest, error) {
-	fields, err := SplitObject(body)
+	fields, err := splitObject(body, requestValues)
 	if err != nil {
 		return nil, &RequestError{Message: "We could not parse the JSON body of your request: " + err.Error() +
 			". (HINT: This likely means you aren't using your HTTP library correctly. The OpenAI API expects a JSON payload.)"}
