@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -93,7 +94,7 @@ var passedResponseHeaders = []string{"Retry-After", "X-Ratelimit-Limit-Requests"
 
 // ChatCompletion sends the call to NanoGPT's /chat/completions.
 func (n *NanoGPT) ChatCompletion(ctx context.Context, call *Call) (*Response, error) {
-	size, newBody := upstreamBody(call.Request.UpstreamParts(call.Model))
+	size, newBody := upstreamBody(call.Request.UpstreamParts(call.Model), call.Request.Pin)
 	ctx, cancel := context.WithCancelCause(ctx)
 	var timer *time.Timer
 	if n.cfg.FirstByteTimeout > 0 {
@@ -387,8 +388,9 @@ func usageFrom(fields []Field) *Usage {
 const joinBelow = 32 << 10
 
 // upstreamBody returns the body's size and a function giving a fresh reader of it (the
-// transport asks again to retry on a stale connection).
-func upstreamBody(parts [][]byte) (int, func() io.ReadCloser) {
+// transport asks again to retry on a stale connection). A reader of the parts themselves
+// holds pin (ChatRequest.Pin) until it is closed.
+func upstreamBody(parts [][]byte, pin func() func()) (int, func() io.ReadCloser) {
 	size := 0
 	for _, p := range parts {
 		size += len(p)
@@ -404,6 +406,40 @@ func upstreamBody(parts [][]byte) (int, func() io.ReadCloser) {
 	}
 	return size, func() io.ReadCloser {
 		b := append(net.Buffers(nil), parts...) // Read consumes its own copy of the list
-		return io.NopCloser(&b)
+		if pin == nil {
+			return io.NopCloser(&b)
+		}
+		return &pinnedBody{bufs: b, unpin: pin()}
 	}
 }
+
+// pinnedBody reads slices of the client's body, which it holds until it is closed. The
+// transport closes a request body when it is done with it, possibly after the answer came
+// (HTTP/1 goes on writing a body the upstream answered early) and, with HTTP/2, while a
+// Read is running: Close waits for it.
+type pinnedBody struct {
+	mu    sync.Mutex
+	bufs  net.Buffers
+	unpin func() // nil once closed
+}
+
+func (p *pinnedBody) Read(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.unpin == nil {
+		return 0, errBodyClosed
+	}
+	return p.bufs.Read(b)
+}
+
+func (p *pinnedBody) Close() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.unpin != nil {
+		p.unpin()
+		p.unpin, p.bufs = nil, nil
+	}
+	return nil
+}
+
+var errBodyClosed = errors.New("nanogpt: request body read after close")

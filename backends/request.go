@@ -27,6 +27,10 @@ type ChatRequest struct {
 	// Messages are the conversation, in order. Stages may edit the slice; untouched
 	// messages keep their raw bytes.
 	Messages []Message
+	// Pin, when set, is called for every upstream body a backend writes from slices of the
+	// client's body (UpstreamParts), and the function it returns once that body is closed:
+	// the caller may then reuse the body's buffer. Nil: the body is never reused.
+	Pin func() (unpin func())
 
 	fields []Field
 }

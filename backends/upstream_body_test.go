@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"sync/atomic"
 	"testing"
 )
 
@@ -92,7 +93,7 @@ func TestUpstreamBodyReadersAreIndependent(t *testing.T) {
 	for _, n := range []int{0, 1, joinBelow - 3, joinBelow + 1, 3 * joinBelow} {
 		parts := [][]byte{[]byte("{"), bytes.Repeat([]byte("x"), n), []byte("}")}
 		want := bytes.Join(parts, nil)
-		size, newBody := upstreamBody(parts)
+		size, newBody := upstreamBody(parts, nil)
 		if size != len(want) {
 			t.Errorf("n=%d: size %d, want %d", n, size, len(want))
 		}
@@ -110,5 +111,48 @@ func TestUpstreamBodyReadersAreIndependent(t *testing.T) {
 		if !bytes.Equal(rest, want[1+n/2:]) {
 			t.Errorf("n=%d: the first reader lost its place: %d bytes left, want %d", n, len(rest), len(want)-1-n/2)
 		}
+	}
+}
+
+// TestPinnedBodyHoldsUntilClosed: a body written from slices of the client's body holds
+// them from its creation until it is closed, once, even when Close comes while another
+// goroutine reads (HTTP/2 aborts a body write that way); no Read returns bytes after
+// Close.
+func TestPinnedBodyHoldsUntilClosed(t *testing.T) {
+	parts := [][]byte{[]byte("{"), bytes.Repeat([]byte("x"), 2*joinBelow), []byte("}")}
+	var pins, unpins atomic.Int32
+	pin := func() func() {
+		pins.Add(1)
+		return func() { unpins.Add(1) }
+	}
+	_, newBody := upstreamBody(parts, pin)
+	for range 50 {
+		rc := newBody()
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			buf := make([]byte, 512)
+			for {
+				if _, err := rc.Read(buf); err != nil {
+					return
+				}
+			}
+		}()
+		rc.Close()
+		<-done
+		if n, err := rc.Read(make([]byte, 1)); n != 0 || err == nil {
+			t.Fatalf("Read after Close = %d, %v", n, err)
+		}
+		rc.Close()
+	}
+	if pins.Load() != 50 || unpins.Load() != 50 {
+		t.Errorf("50 bodies pinned %d times and unpinned %d times", pins.Load(), unpins.Load())
+	}
+	_, newBody = upstreamBody(parts[:2], pin) // still more than joinBelow: slices, pinned
+	newBody().Close()
+	_, newBody = upstreamBody([][]byte{[]byte(`{"a":1}`)}, pin) // joined: a copy, not pinned
+	newBody().Close()
+	if pins.Load() != 51 || unpins.Load() != 51 {
+		t.Errorf("pinned %d and unpinned %d times, want 51: only bodies of slices pin", pins.Load(), unpins.Load())
 	}
 }

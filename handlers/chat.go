@@ -60,7 +60,9 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	ex := &exchange{id: RequestID(ctx), start: s.d.Now()}
 
-	body, err := readBody(w, r, s.cfg.MaxBodyBytes)
+	rb, err := readBody(w, r, s.cfg.MaxBodyBytes)
+	defer rb.release()
+	body := rb.b
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
@@ -73,6 +75,7 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	req.Pin = rb.pin // an upstream body made of the body's bytes holds them until it is closed
 	ex.req = req
 	ex.profile = s.cfg.DefaultProfile
 	if p := r.Header.Get("X-Profile"); p != "" {

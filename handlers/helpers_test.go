@@ -204,6 +204,8 @@ type proxyOptions struct {
 	MaxBodyBytes     int64
 	// QueueSize of the usage writer (default 1024).
 	QueueSize int
+	// Transport, when set, carries the NanoGPT backend's requests instead of the network.
+	Transport http.RoundTripper
 }
 
 // testProxy is a running proxy with its usage database.
@@ -248,6 +250,10 @@ func newTestProxy(t testing.TB, up *fakeUpstream, o proxyOptions) *testProxy {
 	writer := storage.NewUsageWriter(db, log, qs, 10*time.Millisecond)
 
 	bes := map[string]backends.Backend{}
+	var client *http.Client
+	if o.Transport != nil {
+		client = &http.Client{Transport: o.Transport}
+	}
 	if !o.NoKey {
 		base := o.BaseURL
 		if base == "" && up != nil {
@@ -257,7 +263,7 @@ func newTestProxy(t testing.TB, up *fakeUpstream, o proxyOptions) *testProxy {
 			APIKey: proxyKey, BaseURL: base,
 			FirstByteTimeout: o.FirstByteTimeout, IdleTimeout: o.IdleTimeout,
 			UserAgent: "nanogpt-proxy/test",
-		}, nil)
+		}, client)
 	}
 	router, err := routing.New(routing.Config{
 		Default: data.DefaultRouting,
