@@ -67,6 +67,7 @@ func padRoo(tb testing.TB) []byte {
 // BenchmarkChatPipeline is one chat request through handlers.New with the real stages
 // and usage writer, an in-memory backend and writer: ns/op is the proxy's own cost.
 func BenchmarkChatPipeline(b *testing.B) {
+	defer handlers.ProductionBodies()()
 	db, err := storage.Open(context.Background(), b.TempDir()+"/u.db")
 	if err != nil {
 		b.Fatal(err)

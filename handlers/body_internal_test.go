@@ -13,6 +13,14 @@ import (
 // to be reused yet.
 func init() { poisonReleased, pooledMin = true, 0 }
 
+// ProductionBodies sets body pooling as the binary has it, for benchmarks, and returns
+// the function restoring the tests' setting.
+func ProductionBodies() (restore func()) {
+	poison, min := poisonReleased, pooledMin
+	poisonReleased, pooledMin = false, 32<<10
+	return func() { poisonReleased, pooledMin = poison, min }
+}
+
 // TestRequestBodyIsHeldUntilItsLastHolder: a pooled body's bytes stay as they were while
 // anything holds them (the handler, an upstream body being written), and only the last
 // release hands the buffer back.
