@@ -186,3 +186,22 @@ func FuzzValidCache(f *testing.F) {
 		checkSame(t, vc, "fuzzed", b)
 	})
 }
+
+// BenchmarkValidCacheMiss is what an element seen for the first time costs on top of its
+// scan: the fingerprint, the lookup and noting the sighting.
+func BenchmarkValidCacheMiss(b *testing.B) {
+	vc := newValidCache(4 << 20)
+	vals := make([][]byte, 1<<16)
+	for i := range vals {
+		vals[i] = []byte(fmt.Sprintf(`{"role":"user","content":"%08d %0300d"}`, i, i))
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		v := vals[i%len(vals)]
+		i++
+		if _, fp, ok := vc.lookup(v, 0); !ok {
+			vc.note(v, fp)
+		}
+	}
+}
