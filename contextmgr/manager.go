@@ -237,21 +237,31 @@ func (m *Manager) Enrich(ctx context.Context, req *backends.ChatRequest, in Inpu
 		m.skipped.Add(1)
 		return Result{}
 	}
-	turns := conversationTurns(req.Messages)
-	thin := len(turns) > 0
-	for _, t := range turns {
-		if t.Role != "user" {
-			thin = false // the client carries its own history
-			break
+	// Only the roles of the conversation's messages are needed, and the text of its first
+	// turn (and of the last for a thin client): the texts of a long conversation are not
+	// decoded on the request's path.
+	first, last, thin := -1, -1, true
+	for i := range req.Messages {
+		if r := req.Messages[i].Role; !isSystem(r) {
+			if first < 0 {
+				first = i
+			}
+			last = i
+			thin = thin && r == "user" // otherwise the client carries its own history
 		}
+	}
+	thin = thin && first >= 0
+	var firstTurn Turn
+	if first >= 0 {
+		firstTurn = turnOf(&req.Messages[first])
 	}
 	var query string
 	var cached cachedBlock
 	haveCached := false
 	if thin {
-		query = turns[len(turns)-1].Content
-	} else if len(turns) > 0 {
-		query = turns[0].Content // the task: stable for every turn of the conversation
+		query = req.Messages[last].Text(0)
+	} else if first >= 0 {
+		query = firstTurn.Content // the task: stable for every turn of the conversation
 		m.cacheMu.Lock()
 		cached, haveCached = m.cache[in.ConversationID]
 		m.cacheMu.Unlock()
@@ -320,7 +330,7 @@ func (m *Manager) Enrich(ctx context.Context, req *backends.ChatRequest, in Inpu
 
 	// History for a thin client, unless the request already starts with stored turns.
 	if len(hist) > 0 {
-		if !containsTurn(hist, turns[0]) {
+		if !containsTurn(hist, firstTurn) {
 			room := budget
 			if m.cfg.SimilarLimit > 0 {
 				room = budget * 2 / 3

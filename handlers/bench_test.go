@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -64,6 +65,24 @@ func padRoo(tb testing.TB) []byte {
 	return b
 }
 
+// longRoo is the Roo-sized request 40 turns into its task: after the system prompt and
+// the first user message, 20 assistant answers and 20 tool results of ~4 KB each (about
+// 230 KB in all), the shape of a long agent conversation.
+func longRoo(tb testing.TB) []byte {
+	var req map[string]json.RawMessage
+	_ = json.Unmarshal(padRoo(tb), &req)
+	var msgs []map[string]any
+	_ = json.Unmarshal(req["messages"], &msgs)
+	for i := range 20 {
+		msgs = append(msgs,
+			map[string]any{"role": "assistant", "content": fmt.Sprintf("Step %d: reading the handler. ", i) + strings.Repeat("The handler reads the body, then validates it.\n", 80)},
+			map[string]any{"role": "user", "content": []any{map[string]any{"type": "text", "text": fmt.Sprintf("[read_file for 'handlers/h%d.go'] Result:\n", i) + strings.Repeat("func handle(w http.ResponseWriter, r *http.Request) {}\n", 70)}}})
+	}
+	req["messages"], _ = json.Marshal(msgs)
+	b, _ := json.Marshal(req)
+	return b
+}
+
 // BenchmarkChatPipeline is one chat request through handlers.New with the real stages
 // and usage writer, an in-memory backend and writer: ns/op is the proxy's own cost.
 func BenchmarkChatPipeline(b *testing.B) {
@@ -87,11 +106,12 @@ func BenchmarkChatPipeline(b *testing.B) {
 		Backends: map[string]backends.Backend{"nanogpt": be}, Usage: w,
 	})
 	bodies := map[string][]byte{
-		"small/json":    []byte(`{"model":"auto","messages":[{"role":"user","content":"Say hi"}]}`),
-		"small/stream":  []byte(`{"model":"auto","messages":[{"role":"user","content":"Say hi"}],"stream":true}`),
-		"roo60k/stream": padRoo(b),
+		"small/json":     []byte(`{"model":"auto","messages":[{"role":"user","content":"Say hi"}]}`),
+		"small/stream":   []byte(`{"model":"auto","messages":[{"role":"user","content":"Say hi"}],"stream":true}`),
+		"roo60k/stream":  padRoo(b),
+		"roolong/stream": longRoo(b),
 	}
-	for _, name := range []string{"small/json", "small/stream", "roo60k/stream"} {
+	for _, name := range []string{"small/json", "small/stream", "roo60k/stream", "roolong/stream"} {
 		body := bodies[name]
 		b.Run(name, func(b *testing.B) {
 			b.SetBytes(int64(len(body)))
