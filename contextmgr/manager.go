@@ -56,7 +56,8 @@ type Tracker interface {
 	Chunk(data []byte)
 	// Body sees a non-streaming answer.
 	Body(b []byte)
-	// Finish ends the exchange; ok reports whether the answer completed.
+	// Finish ends the exchange; ok reports whether the answer completed. It copies what is
+	// saved out of the request, so it is called while the request's body is still held.
 	Finish(ok bool)
 }
 
@@ -567,8 +568,9 @@ func (m *Manager) Track(req *backends.ChatRequest, in Input) Tracker {
 	if in.ConversationID == "" || in.Helper || IsCondensing(req) {
 		return nil
 	}
-	// Keep only what is saved (no system prompt), detached from the request body, so a
-	// queued save does not hold the client's whole body (system prompt, tools) in memory.
+	// Keep only what is saved (no system prompt). Finish detaches it from the request body,
+	// once the answer is out: a long conversation is not copied on the request's path, and
+	// a queued save does not hold the client's whole body (system prompt, tools).
 	msgs := make([]backends.Message, 0, len(req.Messages))
 	for i := range req.Messages {
 		m := &req.Messages[i]
@@ -576,7 +578,7 @@ func (m *Manager) Track(req *backends.ChatRequest, in Input) Tracker {
 			m = in.Original
 		}
 		if !isSystem(m.Role) {
-			msgs = append(msgs, m.Detach())
+			msgs = append(msgs, *m)
 		}
 	}
 	return &tracker{m: m, j: job{conv: in.ConversationID, meta: Meta{RequestID: in.RequestID, Role: string(in.Role), Profile: in.Profile},
@@ -675,6 +677,9 @@ func (t *tracker) Finish(ok bool) {
 	}
 	if ans.Content != "" || len(ans.ToolCalls) > 0 {
 		t.j.answer = ans
+	}
+	for i := range t.j.msgs {
+		t.j.msgs[i] = t.j.msgs[i].Detach()
 	}
 	t.m.w.enqueue(t.j)
 }

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nanogpt-proxy/nanogpt-proxy/backends"
 	"github.com/nanogpt-proxy/nanogpt-proxy/data"
@@ -39,12 +40,20 @@ func (c *cannedBackend) ChatCompletion(ctx context.Context, call *backends.Call)
 }
 
 // discardWriter is a ResponseWriter that keeps nothing.
-type discardWriter struct{ h http.Header }
+type discardWriter struct {
+	h     http.Header
+	first time.Time // when the first byte of the answer was written
+}
 
-func (d *discardWriter) Header() http.Header         { return d.h }
-func (d *discardWriter) Write(p []byte) (int, error) { return len(p), nil }
-func (d *discardWriter) WriteHeader(int)             {}
-func (d *discardWriter) Flush()                      {}
+func (d *discardWriter) Header() http.Header { return d.h }
+func (d *discardWriter) Write(p []byte) (int, error) {
+	if d.first.IsZero() {
+		d.first = time.Now()
+	}
+	return len(p), nil
+}
+func (d *discardWriter) WriteHeader(int) {}
+func (d *discardWriter) Flush()          {}
 
 // padRoo pads a Roo Code request to about 60 KB (system prompt and tools), like
 // backends' rooSizedBody.
@@ -116,11 +125,16 @@ func BenchmarkChatPipeline(b *testing.B) {
 		b.Run(name, func(b *testing.B) {
 			b.SetBytes(int64(len(body)))
 			b.ReportAllocs()
+			var toFirst time.Duration
 			for b.Loop() {
 				r, _ := http.NewRequest(http.MethodPost, "/v1/chat/completions", bytes.NewReader(body))
 				dw := &discardWriter{h: http.Header{}}
+				start := time.Now()
 				h.ServeHTTP(dw, r)
+				toFirst += dw.first.Sub(start)
 			}
+			// The part of ns/op before the first byte of the answer went out.
+			b.ReportMetric(float64(toFirst.Nanoseconds())/float64(b.N), "first-byte-ns/op")
 		})
 	}
 }
