@@ -124,17 +124,6 @@ func turnOf(m *backends.Message) Turn {
 
 func isSystem(role string) bool { return role == "system" || role == "developer" }
 
-// conversationTurns are the request's non-system messages as turns.
-func conversationTurns(msgs []backends.Message) []Turn {
-	out := make([]Turn, 0, len(msgs))
-	for i := range msgs {
-		if !isSystem(msgs[i].Role) {
-			out = append(out, turnOf(&msgs[i]))
-		}
-	}
-	return out
-}
-
 var envDetails = regexp.MustCompile(`(?s)<environment_details>.*?(</environment_details>|$)`)
 
 // cleanText strips what agents wrap around the user's words (Roo Code's environment

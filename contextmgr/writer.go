@@ -31,6 +31,13 @@ type writer struct {
 	linger  time.Duration // saveLinger; 0: never wait for more
 	queue   *storage.Queue[job]
 
+	// rawHashes remembers each message's turn hash by the message's exact bytes, across
+	// batches (only the writer's goroutine uses it): an agent resends its whole
+	// conversation every turn, and decoding and hashing every earlier message again was
+	// most of a long conversation's save. rawBytes is what its keys hold.
+	rawHashes map[string]string
+	rawBytes  int
+
 	saved    atomic.Int64 // exchanges saved
 	messages atomic.Int64 // messages appended
 	dropped  atomic.Int64
@@ -312,22 +319,36 @@ type convPlan struct {
 // exchanges of its conversation append as already stored. A turn sent again by every
 // request of a conversation is hashed once per batch.
 func (w *writer) planBatch(ctx context.Context, batch []job) ([]AppendItem, error) {
-	turns := make([][]Turn, len(batch))
+	msgs := make([][]*backends.Message, len(batch)) // the conversation's (non-system) messages
+	turns := make([][]Turn, len(batch))             // their turns, made only when needed
 	hashes := make([][]string, len(batch))
 	memo := turnHashes{}
 	convs := map[string]*convPlan{}
 	var order []string
 	for i, j := range batch {
-		turns[i] = conversationTurns(j.msgs)
-		hashes[i] = make([]string, len(turns[i]))
+		for k := range j.msgs {
+			if !isSystem(j.msgs[k].Role) {
+				msgs[i] = append(msgs[i], &j.msgs[k])
+			}
+		}
+		turns[i] = make([]Turn, len(msgs[i]))
+		hashes[i] = make([]string, len(msgs[i]))
 		c := convs[j.conv]
 		if c == nil {
 			c = &convPlan{seen: map[string]bool{}, pending: map[string]int{}}
 			convs[j.conv] = c
 			order = append(order, j.conv)
 		}
-		for k, t := range turns[i] {
-			h := memo.hash(t)
+		for k, m := range msgs[i] {
+			h, ok := "", false
+			if m.Raw != nil {
+				h, ok = w.rawHashes[string(m.Raw)]
+			}
+			if !ok {
+				turns[i][k] = turnOf(m)
+				h = memo.hash(turns[i][k])
+				w.rememberHash(m.Raw, h)
+			}
 			hashes[i][k] = h
 			if !c.seen[h] {
 				c.seen[h] = true
@@ -350,11 +371,14 @@ func (w *writer) planBatch(ctx context.Context, batch []job) ([]AppendItem, erro
 			have[h] = c.stored[h] + c.pending[h]
 		}
 		add, addHashes := make([]Turn, 0, 2), make([]string, 0, 2)
-		for k, t := range turns[i] {
-			h := hashes[i][k]
+		for k, h := range hashes[i] {
 			if have[h] > 0 {
 				have[h]--
 				continue
+			}
+			t := turns[i][k]
+			if t.Role == "" { // its hash came from rawHashes
+				t = turnOf(msgs[i][k])
 			}
 			add, addHashes = append(add, t), append(addHashes, h)
 		}
@@ -367,6 +391,23 @@ func (w *writer) planBatch(ctx context.Context, batch []job) ([]AppendItem, erro
 		items[i] = AppendItem{Conv: j.conv, Turns: add, Meta: j.meta, hashes: addHashes}
 	}
 	return items, nil
+}
+
+// maxRawHashes bounds the bytes rawHashes keeps (then it starts over): a long conversation
+// of a few hundred KB, several at once.
+const maxRawHashes = 4 << 20
+
+// rememberHash notes the turn hash of the message with the exact bytes raw (nil: a message
+// the proxy made or changed, not remembered).
+func (w *writer) rememberHash(raw []byte, h string) {
+	if raw == nil || len(raw) > maxRawHashes/8 {
+		return
+	}
+	if w.rawHashes == nil || w.rawBytes+len(raw) > maxRawHashes {
+		w.rawHashes, w.rawBytes = map[string]string{}, 0
+	}
+	w.rawHashes[string(raw)] = h
+	w.rawBytes += len(raw)
 }
 
 // countStored counts how often the store holds each of hashes for conv.
