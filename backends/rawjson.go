@@ -23,11 +23,12 @@ var errSyntax = errors.New("invalid JSON")
 // SplitObject splits a JSON object into its members in document order, validating
 // the whole text on the way (strings, numbers, literals, nesting). The values alias b.
 // It costs one pass over b and one allocation for the slice.
-func SplitObject(b []byte) ([]Field, error) { return splitObject(b, nil) }
+func SplitObject(b []byte) ([]Field, error) { return splitObject(b, nil, nil) }
 
 // splitObject is SplitObject; with vc, the elements of member values that are arrays are
-// looked up in vc before they are scanned.
-func splitObject(b []byte, vc *validCache) ([]Field, error) {
+// looked up in vc before they are scanned, and each is given to elem (when not nil) with
+// its member's name, its offsets in b and its entry in vc (nil: not kept).
+func splitObject(b []byte, vc *validCache, elem func(key string, from, to int, kept *validEntry)) ([]Field, error) {
 	i := skipWS(b, 0)
 	if i >= len(b) || b[i] != '{' {
 		return nil, fmt.Errorf("%w: expected an object", errSyntax)
@@ -59,7 +60,11 @@ func splitObject(b []byte, vc *validCache) ([]Field, error) {
 		i = skipWS(b, i+1)
 		var vend int
 		if vc != nil && i < len(b) && b[i] == '[' {
-			vend, err = skipArray(b, i, 0, vc)
+			var each func(from, to int, kept *validEntry)
+			if elem != nil {
+				each = func(from, to int, kept *validEntry) { elem(key, from, to, kept) }
+			}
+			vend, err = skipArray(b, i, 0, vc, each)
 		} else {
 			vend, err = skipValue(b, i, 0)
 		}
@@ -255,7 +260,7 @@ func skipValue(b []byte, i, depth int) (int, error) {
 			i = skipWS(b, i+1)
 		}
 	case c == '[':
-		return skipArray(b, i, depth, nil)
+		return skipArray(b, i, depth, nil, nil)
 	case c == 't':
 		return skipLiteral(b, i, "true")
 	case c == 'f':
@@ -270,25 +275,29 @@ func skipValue(b []byte, i, depth int) (int, error) {
 }
 
 // skipArray skips the array at b[i] (at depth); with vc, each element is looked up in vc
-// before it is scanned.
-func skipArray(b []byte, i, depth int, vc *validCache) (int, error) {
+// before it is scanned, and given to each (when not nil) with its entry in vc.
+func skipArray(b []byte, i, depth int, vc *validCache, each func(from, to int, kept *validEntry)) (int, error) {
 	i = skipWS(b, i+1)
 	if i < len(b) && b[i] == ']' {
 		return i + 1, nil
 	}
 	for {
-		end, fp, ok := 0, uint64(0), false
+		end, fp := 0, uint64(0)
+		var kept *validEntry
 		if vc != nil {
-			end, fp, ok = vc.lookup(b, i)
+			end, fp, kept = vc.lookupEntry(b, i)
 		}
-		if !ok {
+		if kept == nil {
 			var err error
 			if end, err = skipValue(b, i, depth+1); err != nil {
 				return 0, err
 			}
 			if vc != nil {
-				vc.note(b[i:end], fp)
+				kept = vc.note(b[i:end], fp)
 			}
+		}
+		if each != nil {
+			each(i, end, kept)
 		}
 		i = skipWS(b, end)
 		if i >= len(b) {

@@ -67,7 +67,18 @@ func (e *RequestError) Error() string { return e.Message }
 
 // ParseChatRequest decodes and validates a chat completion body.
 func ParseChatRequest(body []byte) (*ChatRequest, error) {
-	fields, err := splitObject(body, requestValues)
+	// The elements of "messages" as validation found them: their offsets, and their entries
+	// in the validation cache, which may hold how they parse.
+	type elemAt struct {
+		from, to int
+		kept     *validEntry
+	}
+	var msgElems []elemAt
+	fields, err := splitObject(body, requestValues, func(key string, from, to int, kept *validEntry) {
+		if key == "messages" {
+			msgElems = append(msgElems, elemAt{from, to, kept})
+		}
+	})
 	if err != nil {
 		return nil, &RequestError{Message: "We could not parse the JSON body of your request: " + err.Error() +
 			". (HINT: This likely means you aren't using your HTTP library correctly. The OpenAI API expects a JSON payload.)"}
@@ -120,10 +131,19 @@ func ParseChatRequest(body []byte) (*ChatRequest, error) {
 			if f.Value[0] != '[' {
 				return nil, typeError("messages", "an array", f.Value)
 			}
-			elems := splitArrayTrusted(f.Value) // already validated by SplitObject
+			var elems []json.RawMessage
+			var kept []*validEntry
+			if messagesMembers(fields) == 1 { // then msgElems are this member's elements
+				for _, e := range msgElems {
+					elems, kept = append(elems, body[e.from:e.to:e.to]), append(kept, e.kept)
+				}
+			} else {
+				elems = splitArrayTrusted(f.Value) // already validated by SplitObject
+				kept = make([]*validEntry, len(elems))
+			}
 			r.Messages = make([]Message, 0, len(elems))
 			for i, e := range elems {
-				m, err := parseMessage(e)
+				m, err := parseKeptMessage(e, kept[i])
 				if err != nil {
 					if err.Param == "" {
 						err.Param = fmt.Sprintf("messages.[%d]", i)
@@ -150,37 +170,106 @@ func ParseChatRequest(body []byte) (*ChatRequest, error) {
 }
 
 func parseMessage(raw json.RawMessage) (Message, *RequestError) {
-	if raw[0] != '{' {
-		return Message{}, &RequestError{Message: "expected an object"}
+	t, err := messageTemplate(raw)
+	if err != nil {
+		return Message{}, err
 	}
-	fields := splitObjectTrusted(raw) // already validated by SplitObject
-	m := Message{Raw: raw, fields: fields}
-	for _, f := range fields {
-		switch f.Key {
-		case "role":
-			if decodeString(f.Value, &m.Role) != nil {
-				return Message{}, &RequestError{Param: "role", Message: "'role' must be a string"}
-			}
-		case "content":
-			switch f.Value[0] {
-			case '"', '[':
-				m.Content = f.Value
-			case 'n':
-			default:
-				return Message{}, &RequestError{Param: "content", Message: "'content' must be a string or an array of content parts"}
-			}
-		case "tool_call_id":
-			_ = decodeString(f.Value, &m.ToolCallID)
+	return t.build(raw), nil
+}
+
+// parseKeptMessage is parseMessage for an element of the request's messages that the
+// validation cache keeps (kept, nil: not kept): the first request to parse its bytes
+// leaves their template in the cache, and the next ones build the message from it
+// without walking the bytes again.
+func parseKeptMessage(raw json.RawMessage, kept *validEntry) (Message, *RequestError) {
+	if kept != nil {
+		if t := kept.msg.Load(); t != nil {
+			return t.build(raw), nil
 		}
 	}
-	switch m.Role {
+	t, err := messageTemplate(raw)
+	if err != nil {
+		return Message{}, err
+	}
+	if kept != nil {
+		kept.msg.Store(t)
+	}
+	return t.build(raw), nil
+}
+
+// msgTemplate is how the bytes of a message parse: its members by name and offsets, its
+// role and tool_call_id. It holds no bytes of the message, so it serves any copy of them.
+type msgTemplate struct {
+	role, toolCallID string
+	content          [2]int // offsets of the content value; {0, 0}: none (absent or null)
+	fields           []fieldAt
+}
+
+type fieldAt struct {
+	key      string
+	from, to int
+}
+
+// messageTemplate parses a validated message object.
+func messageTemplate(raw json.RawMessage) (*msgTemplate, *RequestError) {
+	if raw[0] != '{' {
+		return nil, &RequestError{Message: "expected an object"}
+	}
+	t := &msgTemplate{fields: make([]fieldAt, 0, 4)}
+	eachMemberAt(raw, 0, func(key []byte, from, to int) bool { // already validated by SplitObject
+		t.fields = append(t.fields, fieldAt{string(key), from, to})
+		return false
+	})
+	for _, f := range t.fields {
+		v := raw[f.from:f.to:f.to]
+		switch f.key {
+		case "role":
+			if decodeString(v, &t.role) != nil {
+				return nil, &RequestError{Param: "role", Message: "'role' must be a string"}
+			}
+		case "content":
+			switch v[0] {
+			case '"', '[':
+				t.content = [2]int{f.from, f.to}
+			case 'n':
+			default:
+				return nil, &RequestError{Param: "content", Message: "'content' must be a string or an array of content parts"}
+			}
+		case "tool_call_id":
+			_ = decodeString(v, &t.toolCallID)
+		}
+	}
+	switch t.role {
 	case "system", "developer", "user", "assistant", "tool", "function":
 	case "":
-		return Message{}, &RequestError{Param: "role", Message: "missing required member 'role'"}
+		return nil, &RequestError{Param: "role", Message: "missing required member 'role'"}
 	default:
-		return Message{}, &RequestError{Param: "role", Message: fmt.Sprintf("unknown role %q; expected one of system, developer, user, assistant, tool", m.Role)}
+		return nil, &RequestError{Param: "role", Message: fmt.Sprintf("unknown role %q; expected one of system, developer, user, assistant, tool", t.role)}
 	}
-	return m, nil
+	return t, nil
+}
+
+// build makes the message of raw, bytes that parse as t.
+func (t *msgTemplate) build(raw json.RawMessage) Message {
+	m := Message{Raw: raw, Role: t.role, ToolCallID: t.toolCallID, fields: make([]Field, len(t.fields))}
+	for i, f := range t.fields {
+		m.fields[i] = Field{Key: f.key, Value: raw[f.from:f.to:f.to]}
+	}
+	if t.content[1] != 0 {
+		m.Content = raw[t.content[0]:t.content[1]:t.content[1]]
+	}
+	return m
+}
+
+// messagesMembers counts the members named "messages" (a client may repeat one; the last wins).
+func messagesMembers(fields []Field) int {
+	n := 0
+	for _, f := range fields {
+		if f.Key == "messages" {
+			n++
+		}
+	}
+	return n
 }
 
 func typeError(param, want string, got json.RawMessage) *RequestError {

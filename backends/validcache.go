@@ -38,6 +38,9 @@ type validEntry struct {
 	fp   uint64
 	val  []byte
 	used atomic.Bool
+	// msg is how the value parses as a chat message, once a request parsed it as one: a
+	// function of the bytes alone, so every request carrying them reuses it.
+	msg atomic.Pointer[msgTemplate]
 }
 
 // validMin is the size of the smallest value kept, and the length of the fingerprint.
@@ -58,8 +61,14 @@ func newValidCache(maxBytes int) *validCache {
 // lookup reports whether b at i starts with a kept value, and where it ends. When it
 // does not and a value could be kept there, fp is its fingerprint for note.
 func (c *validCache) lookup(b []byte, i int) (end int, fp uint64, ok bool) {
+	end, fp, e := c.lookupEntry(b, i)
+	return end, fp, e != nil
+}
+
+// lookupEntry is lookup giving the kept value's entry (nil: none).
+func (c *validCache) lookupEntry(b []byte, i int) (end int, fp uint64, kept *validEntry) {
 	if len(b)-i < validMin || !keepable(b[i]) {
-		return 0, 0, false
+		return 0, 0, nil
 	}
 	fp = maphash.Bytes(c.seed, b[i:i+validMin])
 	c.mu.RLock()
@@ -69,23 +78,24 @@ func (c *validCache) lookup(b []byte, i int) (end int, fp uint64, ok bool) {
 			if !e.used.Load() {
 				e.used.Store(true)
 			}
-			return i + len(e.val), fp, true
+			return i + len(e.val), fp, e
 		}
 	}
 	c.mu.RUnlock()
-	return 0, fp, false
+	return 0, fp, nil
 }
 
-// note offers v, just found valid, with the fingerprint lookup gave for it (0: none).
-func (c *validCache) note(v []byte, fp uint64) {
+// note offers v, just found valid, with the fingerprint lookup gave for it (0: none). It
+// returns v's entry when v is kept (nil: not, or not yet).
+func (c *validCache) note(v []byte, fp uint64) *validEntry {
 	if fp == 0 || len(v) < validMin || len(v) > c.maxBytes/4 {
-		return
+		return nil
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, e := range c.byFP[fp] {
 		if bytes.Equal(e.val, v) {
-			return // kept meanwhile by another request
+			return e // kept meanwhile by another request
 		}
 	}
 	if _, ok := c.seen[fp]; !ok {
@@ -93,7 +103,7 @@ func (c *validCache) note(v []byte, fp uint64) {
 			clear(c.seen)
 		}
 		c.seen[fp] = struct{}{}
-		return
+		return nil
 	}
 	delete(c.seen, fp)
 	e := &validEntry{fp: fp, val: bytes.Clone(v)}
@@ -104,6 +114,7 @@ func (c *validCache) note(v []byte, fp uint64) {
 	for c.bytes > c.maxBytes {
 		c.evict()
 	}
+	return e
 }
 
 // evict drops one entry: the first one from the hand on not used since the hand last

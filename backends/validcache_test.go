@@ -42,7 +42,7 @@ func splitResult(fields []Field, err error) string {
 func checkSame(t *testing.T, vc *validCache, name string, b []byte) {
 	t.Helper()
 	want := splitResult(SplitObject(b))
-	if got := splitResult(splitObject(b, vc)); got != want {
+	if got := splitResult(splitObject(b, vc, nil)); got != want {
 		t.Errorf("%s: with the cache:\n%.400s\nwithout:\n%.400s", name, got, want)
 	}
 }
@@ -56,7 +56,7 @@ func TestValidCacheChangesNoAnswer(t *testing.T) {
 	bodies := requestBodies(t)
 	for _, b := range bodies {
 		for range 2 { // kept from the second sighting on
-			if _, err := splitObject(b, vc); err != nil {
+			if _, err := splitObject(b, vc, nil); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -90,7 +90,7 @@ func TestValidCacheAnswersFromKeptValues(t *testing.T) {
 		t.Fatalf("lookup before anything was kept: ok=%v fp=%d", ok, fp)
 	}
 	for n := range 2 {
-		if _, err := splitObject(first, vc); err != nil {
+		if _, err := splitObject(first, vc, nil); err != nil {
 			t.Fatal(err)
 		}
 		if kept := len(vc.ring); kept != n {
@@ -118,10 +118,10 @@ func TestValidCacheStaysWithinItsSize(t *testing.T) {
 	for i := range 200 {
 		body := []byte(fmt.Sprintf(`{"messages":[{"content":"%d %s"}]}`, i, strings.Repeat("cold ", 100)))
 		for range 2 {
-			if _, err := splitObject(body, vc); err != nil {
+			if _, err := splitObject(body, vc, nil); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := splitObject(hot, vc); err != nil {
+			if _, err := splitObject(hot, vc, nil); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -158,7 +158,7 @@ func TestValidCacheConcurrent(t *testing.T) {
 		wg.Go(func() {
 			for k := range 40 {
 				i := (g + k) % len(bodies)
-				if got := splitResult(splitObject(bodies[i], vc)); got != want[i] {
+				if got := splitResult(splitObject(bodies[i], vc, nil)); got != want[i] {
 					t.Errorf("goroutine %d, body %d: answer differs", g, i)
 					return
 				}
@@ -181,7 +181,7 @@ func FuzzValidCache(f *testing.F) {
 	f.Fuzz(func(t *testing.T, seen, b []byte) {
 		vc := newValidCache(1 << 20)
 		for range 2 {
-			_, _ = splitObject(seen, vc)
+			_, _ = splitObject(seen, vc, nil)
 		}
 		checkSame(t, vc, "fuzzed", b)
 	})
