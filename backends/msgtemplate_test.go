@@ -92,7 +92,7 @@ func TestMessagesFromTemplatesMatchParsing(t *testing.T) {
 		bodies[name] = b
 	}
 	for name, msgs := range map[string]string{
-		"repeated messages member": `"messages":[{"role":"user","content":"` + long + `"}],"messages":[{"role":"assistant","content":"` + long + `"}]`,
+		"repeated messages member":  `"messages":[{"role":"user","content":"` + long + `"}],"messages":[{"role":"assistant","content":"` + long + `"}]`,
 		"null and repeated content": `"messages":[{"role":"user","content":"` + long + `","content":null},{"content":"` + long + `","role":"user","content":"second"}]`,
 		"escaped names":             `"messages":[{"\u0072ole":"user","c\u006fntent":"` + long + `"}]`,
 		"tool message":              `"messages":[{"role":"tool","tool_call_id":"call_1","content":[{"type":"text","text":"` + long + `"}],"x":{"y":[1,2]}}]`,
