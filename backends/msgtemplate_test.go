@@ -114,6 +114,13 @@ func TestMessagesFromTemplatesMatchParsing(t *testing.T) {
 			if got := renderMessages(r.Messages); got != want {
 				t.Errorf("%s, round %d: messages differ from parsing them:\n got %.600s\nwant %.600s", name, round, got, want)
 			}
+			detached := make([]Message, len(r.Messages))
+			for i := range r.Messages {
+				detached[i] = r.Messages[i].Detach()
+			}
+			if got := renderMessages(detached); got != want {
+				t.Errorf("%s, round %d: detached messages differ from parsing them:\n got %.600s\nwant %.600s", name, round, got, want)
+			}
 		}
 		fields, _ := SplitObject(body)
 		for _, f := range fields {

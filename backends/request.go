@@ -54,6 +54,9 @@ type Message struct {
 	// edit is the text added around Content by AppendText and PrependText, not yet
 	// joined to it (see contentEdit).
 	edit *contentEdit
+	// tmpl is how Raw parses (nil: not parsed from bytes); it makes Detach's copy without
+	// walking the bytes again.
+	tmpl *msgTemplate
 }
 
 // RequestError is a client error found while decoding a request; it becomes a 400
@@ -251,7 +254,7 @@ func messageTemplate(raw json.RawMessage) (*msgTemplate, *RequestError) {
 
 // build makes the message of raw, bytes that parse as t.
 func (t *msgTemplate) build(raw json.RawMessage) Message {
-	m := Message{Raw: raw, Role: t.role, ToolCallID: t.toolCallID, fields: make([]Field, len(t.fields))}
+	m := Message{Raw: raw, Role: t.role, ToolCallID: t.toolCallID, fields: make([]Field, len(t.fields)), tmpl: t}
 	for i, f := range t.fields {
 		m.fields[i] = Field{Key: f.key, Value: raw[f.from:f.to:f.to]}
 	}
@@ -831,6 +834,9 @@ func (p *partsBuilder) join() []byte {
 // from, so that keeping it (a background save) does not keep the whole body alive.
 func (m *Message) Detach() Message {
 	if m.Raw != nil {
+		if m.tmpl != nil { // Raw is unchanged since it was parsed: edits drop it
+			return m.tmpl.build(bytes.Clone(m.Raw))
+		}
 		d, err := parseMessage(bytes.Clone(m.Raw))
 		if err == nil {
 			return d
