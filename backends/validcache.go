@@ -28,7 +28,7 @@ type validCache struct {
 
 	mu    sync.RWMutex
 	byFP  map[uint64][]*validEntry // by fingerprint: the hash of the first validMin bytes
-	ring  []*validEntry            // insertion order, for the CLOCK hand
+	ring  []*validEntry            // the kept values, in the order the CLOCK hand visits them
 	hand  int
 	bytes int
 	seen  map[uint64]struct{} // fingerprints sighted once
