@@ -58,14 +58,9 @@ func newValidCache(maxBytes int) *validCache {
 		byFP: map[uint64][]*validEntry{}, seen: map[uint64]struct{}{}}
 }
 
-// lookup reports whether b at i starts with a kept value, and where it ends. When it
-// does not and a value could be kept there, fp is its fingerprint for note.
-func (c *validCache) lookup(b []byte, i int) (end int, fp uint64, ok bool) {
-	end, fp, e := c.lookupEntry(b, i)
-	return end, fp, e != nil
-}
-
-// lookupEntry is lookup giving the kept value's entry (nil: none).
+// lookupEntry reports whether b at i starts with a kept value: its entry (nil: none) and
+// where it ends. When it does not and a value could be kept there, fp is its fingerprint
+// for note.
 func (c *validCache) lookupEntry(b []byte, i int) (end int, fp uint64, kept *validEntry) {
 	if len(b)-i < validMin || !keepable(b[i]) {
 		return 0, 0, nil

@@ -86,8 +86,8 @@ func TestValidCacheAnswersFromKeptValues(t *testing.T) {
 	vc := newValidCache(1 << 20)
 	elem := []byte(`{"role":"system","content":"` + strings.Repeat("Be brief. ", 60) + `"}`)
 	first := []byte(`{"messages":[` + string(elem) + `]}`)
-	if _, fp, ok := vc.lookup(first, 13); ok || fp == 0 {
-		t.Fatalf("lookup before anything was kept: ok=%v fp=%d", ok, fp)
+	if _, fp, kept := vc.lookupEntry(first, 13); kept != nil || fp == 0 {
+		t.Fatalf("lookup before anything was kept: kept=%v fp=%d", kept != nil, fp)
 	}
 	for n := range 2 {
 		if _, err := splitObject(first, vc, nil); err != nil {
@@ -99,11 +99,11 @@ func TestValidCacheAnswersFromKeptValues(t *testing.T) {
 	}
 	later := []byte(`{"model":"auto", "messages" : [ ` + string(elem) + ` ,{"role":"user","content":"hi"}]}`)
 	at := bytes.Index(later, elem)
-	if end, _, ok := vc.lookup(later, at); !ok || end != at+len(elem) {
-		t.Errorf("lookup of the kept element = %d, %v; want %d, true", end, ok, at+len(elem))
+	if end, _, kept := vc.lookupEntry(later, at); kept == nil || end != at+len(elem) {
+		t.Errorf("lookup of the kept element = %d, kept=%v; want %d, kept", end, kept != nil, at+len(elem))
 	}
 	cut := later[:at+len(elem)-1]
-	if _, _, ok := vc.lookup(cut, at); ok {
+	if _, _, kept := vc.lookupEntry(cut, at); kept != nil {
 		t.Error("a value cut short was taken for the kept one")
 	}
 	checkSame(t, vc, "later", later)
@@ -136,7 +136,7 @@ func TestValidCacheStaysWithinItsSize(t *testing.T) {
 			t.Fatalf("the cache counts %d bytes but holds %d", vc.bytes, total)
 		}
 	}
-	if _, _, ok := vc.lookup(hot, 13); !ok {
+	if _, _, kept := vc.lookupEntry(hot, 13); kept == nil {
 		t.Error("the value used on every round was evicted")
 	}
 }
@@ -200,7 +200,7 @@ func BenchmarkValidCacheMiss(b *testing.B) {
 	for b.Loop() {
 		v := vals[i%len(vals)]
 		i++
-		if _, fp, ok := vc.lookup(v, 0); !ok {
+		if _, fp, kept := vc.lookupEntry(v, 0); kept == nil {
 			vc.note(v, fp)
 		}
 	}
