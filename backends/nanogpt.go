@@ -105,8 +105,10 @@ func (n *NanoGPT) ChatCompletion(ctx context.Context, call *Call) (*Response, er
 			timer.Stop()
 		}
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, n.url, newBody())
+	body := newBody()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, n.url, body)
 	if err != nil {
+		body.Close() // no transport got it: give back what it holds
 		stop()
 		cancel(nil)
 		return nil, fmt.Errorf("nanogpt: building request: %w", err)

@@ -156,3 +156,25 @@ func TestPinnedBodyHoldsUntilClosed(t *testing.T) {
 		t.Errorf("pinned %d and unpinned %d times, want 51: only bodies of slices pin", pins.Load(), unpins.Load())
 	}
 }
+
+// TestUnsentBodyIsUnpinned: when the request cannot even be built, the body made for it
+// gives back what it pinned, so the client's buffer can be reused.
+func TestUnsentBodyIsUnpinned(t *testing.T) {
+	body := append([]byte(`{"model":"m","messages":[{"role":"user","content":"`), bytes.Repeat([]byte("x"), 2*joinBelow)...)
+	req, err := ParseChatRequest(append(body, `"}]}`...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pins, unpins atomic.Int32
+	req.Pin = func() func() {
+		pins.Add(1)
+		return func() { unpins.Add(1) }
+	}
+	ng := NewNanoGPT(NanoGPTConfig{APIKey: "k", BaseURL: "http://bad host/v1"}, nil)
+	if _, err := ng.ChatCompletion(context.Background(), &Call{Model: "m", Request: req}); err == nil {
+		t.Fatal("a request to a URL with a space was sent")
+	}
+	if pins.Load() != 1 || unpins.Load() != 1 {
+		t.Errorf("pinned %d and unpinned %d times, want 1 and 1", pins.Load(), unpins.Load())
+	}
+}
