@@ -52,31 +52,17 @@ build "$1" "$tmp/A"
 build "$2" "$tmp/B"
 (cd bench && go build -o "$tmp/mock" ./mock && go build -o "$tmp/load" ./load)
 
-wait_ready() { # url
-	for _ in $(seq 1 100); do
-		if curl -fsS -o /dev/null "$1" 2>/dev/null; then return 0; fi
-		sleep 0.1
-	done
-	echo "ab: nothing answers at $1 (port busy? set BENCH_PORT)" >&2
-	return 1
-}
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
-"$tmp/mock" -addr "$mock_addr" -json testdata/nanogpt/chat-completion.json \
-	-sse testdata/nanogpt/chat-stream-text.sse 2>"$tmp/mock.log" &
-pids+=($!)
-mock_pid=$!
-wait_ready "http://$mock_addr/served"
+start_mock "$tmp/mock" "$mock_addr" "$tmp/mock.log"
 
 # One run of build $1: the proxy as bench/run.sh starts it, fresh, then the driver.
 run() {
 	local home
 	home=$(mktemp -d "$tmp/home.XXXXXX")
-	env -u CONFIG_PATH -u MODEL_ROUTING_PATH -u PROMPT_STRATEGIES_PATH -u VERTEX_PROJECT_ID \
-		HOME="$home" HOST=127.0.0.1 PORT="${proxy_addr##*:}" DB_PATH="$home/db/usage.db" \
-		NANOGPT_API_KEY=bench-key NANOGPT_BASE_URL="http://$mock_addr/v1" NANOGPT_MONTHLY_QUOTA=1000000000 \
-		"$tmp/$1" 2>"$home/proxy.log" &
-	local pid=$!
-	wait_ready "http://$proxy_addr/health"
+	start_proxy "$tmp/$1" "$proxy_addr" "$mock_addr" "$home" "$home/proxy.log"
+	local pid=$proxy_pid
 	"$tmp/load" -direct "http://$mock_addr" -floor "http://$proxy_addr" -proxy "http://$proxy_addr" \
 		-mock-pid "$mock_pid" -floor-pid "$pid" -proxy-pid "$pid" -targets proxy \
 		-bodies "$bodies" -phases "$phases" -testdata testdata -out "$home/out" \

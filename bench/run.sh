@@ -37,36 +37,17 @@ echo "building (proxy, mock, floor, load driver) ..." >&2
 go build -o "$tmp/nanogpt-proxy" .
 (cd bench && go build -o "$tmp/mock" ./mock && go build -o "$tmp/floor" ./floor && go build -o "$tmp/load" ./load)
 
-wait_ready() { # url name
-	for _ in $(seq 1 100); do
-		if curl -fsS -o /dev/null "$1" 2>/dev/null; then return 0; fi
-		sleep 0.1
-	done
-	echo "bench: $2 did not come up at $1 (port busy? set BENCH_PORT)" >&2
-	return 1
-}
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
-"$tmp/mock" -addr "$mock_addr" -json testdata/nanogpt/chat-completion.json \
-	-sse testdata/nanogpt/chat-stream-text.sse 2>"$tmp/mock.log" &
-pids+=($!)
-mock_pid=$!
-wait_ready "http://$mock_addr/served" mock
+start_mock "$tmp/mock" "$mock_addr" "$tmp/mock.log"
 
 "$tmp/floor" -addr "$floor_addr" -upstream "http://$mock_addr" 2>"$tmp/floor.log" &
 pids+=($!)
 floor_pid=$!
 wait_ready "http://$floor_addr/served" floor
 
-# The proxy's real binary with its defaults: full pipeline, usage rows in SQLite (temp
-# dir), one log line per request (to a file). The monthly quota is raised: a run sends more
-# than the default 60,000 requests, and a 429 after it would measure the quota, not the proxy.
-env -u CONFIG_PATH -u MODEL_ROUTING_PATH -u PROMPT_STRATEGIES_PATH -u VERTEX_PROJECT_ID \
-	HOME="$tmp" HOST=127.0.0.1 PORT="${proxy_addr##*:}" DB_PATH="$tmp/db/usage.db" \
-	NANOGPT_API_KEY=bench-key NANOGPT_BASE_URL="http://$mock_addr/v1" NANOGPT_MONTHLY_QUOTA=1000000000 \
-	"$tmp/nanogpt-proxy" 2>"$tmp/proxy.log" &
-pids+=($!)
-proxy_pid=$!
-wait_ready "http://$proxy_addr/health" proxy
+start_proxy "$tmp/nanogpt-proxy" "$proxy_addr" "$mock_addr" "$tmp" "$tmp/proxy.log"
 
 out="bench/results/$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$out"
