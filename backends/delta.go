@@ -1,6 +1,7 @@
 package backends
 
 import (
+	"bytes"
 	"encoding/json"
 	"strconv"
 )
@@ -21,44 +22,109 @@ type DeltaToolCall struct {
 // is read with the trusted scanners, so a content delta costs a scan, not a decode into
 // structs.
 func ChunkDelta(data []byte) (content string, ok bool, calls []DeltaToolCall) {
+	b, ok, calls := AppendChunkDelta(nil, data)
+	return string(b), ok, calls
+}
+
+// AppendChunkDelta is ChunkDelta appending the content text to dst: what follows a
+// streamed answer keeps the text in one buffer, and a delta's text is copied once. Each
+// object of the chunk is walked once (a member that comes twice counts the first time).
+func AppendChunkDelta(dst, data []byte) (out []byte, ok bool, calls []DeltaToolCall) {
 	choices := lookupTrusted(data, "choices")
 	if len(choices) == 0 || choices[0] != '[' {
-		return "", false, nil
+		return dst, false, nil
 	}
-	for _, ch := range splitArrayTrusted(choices) {
-		if len(ch) == 0 || ch[0] != '{' || !indexIsZero(lookupTrusted(ch, "index")) {
-			continue
+	eachElementAt(choices, 0, func(from, to int) bool {
+		ch := choices[from:to:to]
+		if ch[0] != '{' {
+			return false
 		}
-		delta := lookupTrusted(ch, "delta")
-		if len(delta) == 0 || delta[0] != '{' {
-			continue
+		index, delta := members2(ch, "index", "delta")
+		if !indexIsZero(index) || len(delta) == 0 || delta[0] != '{' {
+			return false
 		}
-		if c := lookupTrusted(delta, "content"); len(c) > 0 && c[0] == '"' {
-			content += stringPrefix(c, 0)
+		c, tcs := members2(delta, "content", "tool_calls")
+		if len(c) > 0 && c[0] == '"' {
+			dst = appendStringValue(dst, c)
 			ok = true
 		}
-		tcs := lookupTrusted(delta, "tool_calls")
-		if len(tcs) == 0 || tcs[0] != '[' {
-			continue
+		if len(tcs) > 0 && tcs[0] == '[' {
+			eachElementAt(tcs, 0, func(from, to int) bool {
+				if tc := tcs[from:to:to]; tc[0] == '{' {
+					calls = append(calls, deltaToolCall(tc))
+				}
+				return false
+			})
 		}
-		for _, tc := range splitArrayTrusted(tcs) {
-			if len(tc) == 0 || tc[0] != '{' {
-				continue
-			}
-			var d DeltaToolCall
-			if n, err := strconv.Atoi(string(lookupTrusted(tc, "index"))); err == nil {
-				d.Index = n
-			}
-			d.ID = stringPrefix(lookupTrusted(tc, "id"), 0)
-			d.Type = stringPrefix(lookupTrusted(tc, "type"), 0)
-			if fn := lookupTrusted(tc, "function"); len(fn) > 0 && fn[0] == '{' {
-				d.Name = stringPrefix(lookupTrusted(fn, "name"), 0)
-				d.Arguments = stringPrefix(lookupTrusted(fn, "arguments"), 0)
-			}
-			calls = append(calls, d)
+		return false
+	})
+	return dst, ok, calls
+}
+
+// deltaToolCall reads one tool-call fragment (a valid object).
+func deltaToolCall(tc []byte) DeltaToolCall {
+	var d DeltaToolCall
+	var index, id, typ, fn json.RawMessage
+	eachMemberAt(tc, 0, func(k []byte, from, to int) bool {
+		v := tc[from:to:to]
+		switch string(k) {
+		case "index":
+			index = firstOf(index, v)
+		case "id":
+			id = firstOf(id, v)
+		case "type":
+			typ = firstOf(typ, v)
+		case "function":
+			fn = firstOf(fn, v)
 		}
+		return false
+	})
+	if n, err := strconv.Atoi(string(index)); err == nil {
+		d.Index = n
 	}
-	return content, ok, calls
+	d.ID = stringPrefix(id, 0)
+	d.Type = stringPrefix(typ, 0)
+	if len(fn) > 0 && fn[0] == '{' {
+		name, args := members2(fn, "name", "arguments")
+		d.Name = stringPrefix(name, 0)
+		d.Arguments = stringPrefix(args, 0)
+	}
+	return d
+}
+
+// members2 returns the values of the members named a and b of the valid object obj (nil
+// when absent; the first one when a name comes twice), in one walk.
+func members2(obj []byte, a, b string) (va, vb json.RawMessage) {
+	eachMemberAt(obj, 0, func(k []byte, from, to int) bool {
+		switch string(k) {
+		case a:
+			va = firstOf(va, obj[from:to:to])
+		case b:
+			vb = firstOf(vb, obj[from:to:to])
+		}
+		return va != nil && vb != nil
+	})
+	return va, vb
+}
+
+func firstOf(have, v json.RawMessage) json.RawMessage {
+	if have != nil {
+		return have
+	}
+	return v
+}
+
+// appendStringValue appends the decoded valid JSON string literal v to dst.
+func appendStringValue(dst []byte, v json.RawMessage) []byte {
+	body := v[1 : len(v)-1]
+	if bytes.IndexByte(body, '\\') < 0 {
+		return append(dst, body...)
+	}
+	mark := len(dst)
+	if out, _, ok := appendUnescaped(dst, body, 0); ok {
+		return out
+	}
+	return append(dst[:mark], stringPrefix(v, 0)...) // an escape only encoding/json reads
 }
 
 // indexIsZero reports whether a choice's index member is 0 or absent.

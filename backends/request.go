@@ -8,6 +8,7 @@ import (
 	"strings"
 	"unicode/utf16"
 	"unicode/utf8"
+	"unsafe"
 )
 
 // ChatRequest is an OpenAI chat completion request kept as raw JSON. The proxy decodes
@@ -512,11 +513,23 @@ func unescapePrefix(body []byte, limit int) (s string, all, ok bool) {
 	if limit > 0 && limit < n {
 		n = limit
 	}
-	var out strings.Builder // one allocation: String and the cut below do not copy
-	out.Grow(n + utf8.UTFMax)
-	i := 0
+	out, i, ok := appendUnescaped(make([]byte, 0, n+utf8.UTFMax), body, limit)
+	if !ok {
+		return "", false, false
+	}
+	// out is not written again: the string shares its bytes (as strings.Builder does).
+	d := unsafe.String(unsafe.SliceData(out), len(out))
+	s = cutRune(d, limit)
+	return s, i >= len(body) && len(s) == len(d), true
+}
+
+// appendUnescaped appends the decoded JSON string body (without its quotes) to dst, until
+// at least limit bytes were appended (limit <= 0: all of it). i is how much of body it
+// decoded; ok is false on an escape it does not know (dst may then hold part of it).
+func appendUnescaped(dst, body []byte, limit int) (out []byte, i int, ok bool) {
+	start := len(dst)
 	for i < len(body) {
-		if limit > 0 && out.Len() >= limit {
+		if limit > 0 && len(dst)-start >= limit {
 			break
 		}
 		if body[i] != '\\' {
@@ -525,43 +538,42 @@ func unescapePrefix(body []byte, limit int) (s string, all, ok bool) {
 				j = i + k
 			}
 			if limit > 0 {
-				j = min(j, i+limit-out.Len())
+				j = min(j, i+limit-(len(dst)-start))
 			}
-			out.Write(body[i:j])
+			dst = append(dst, body[i:j]...)
 			i = j
 			continue
 		}
 		if i+1 >= len(body) {
-			return "", false, false
+			return dst, i, false
 		}
 		switch e := body[i+1]; e {
 		case '"', '\\', '/':
-			out.WriteByte(e)
+			dst = append(dst, e)
 		case 'b':
-			out.WriteByte('\b')
+			dst = append(dst, '\b')
 		case 'f':
-			out.WriteByte('\f')
+			dst = append(dst, '\f')
 		case 'n':
-			out.WriteByte('\n')
+			dst = append(dst, '\n')
 		case 'r':
-			out.WriteByte('\r')
+			dst = append(dst, '\r')
 		case 't':
-			out.WriteByte('\t')
+			dst = append(dst, '\t')
 		case 'u':
 			r, size, ok := decodeU(body[i:])
 			if !ok {
-				return "", false, false
+				return dst, i, false
 			}
-			out.WriteRune(r)
+			dst = utf8.AppendRune(dst, r)
 			i += size
 			continue
 		default:
-			return "", false, false
+			return dst, i, false
 		}
 		i += 2
 	}
-	s = cutRune(out.String(), limit)
-	return s, i >= len(body) && len(s) == out.Len(), true
+	return dst, i, true
 }
 
 // decodeU decodes a \uXXXX escape (a surrogate pair when there is one) at the start of b.

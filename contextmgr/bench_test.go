@@ -42,7 +42,11 @@ func BenchmarkTrackerChunk(b *testing.B) {
 	chunk := []byte(`{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"some streamed words here"},"finish_reason":null}]}`)
 	tr := &tracker{}
 	b.SetBytes(int64(len(chunk)))
+	n := 0
 	for b.Loop() {
+		if n++; n%200 == 0 { // an answer of 200 chunks, then the next one
+			tr = &tracker{}
+		}
 		tr.Chunk(chunk)
 	}
 }

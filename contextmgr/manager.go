@@ -589,7 +589,7 @@ func (m *Manager) Track(req *backends.ChatRequest, in Input) Tracker {
 type tracker struct {
 	m       *Manager
 	j       job
-	content strings.Builder
+	content []byte // the answer's text so far
 	calls   []*toolCall
 	body    json.RawMessage // tool_calls of a non-streamed answer, as sent
 	done    bool
@@ -608,10 +608,8 @@ func (t *tracker) Chunk(data []byte) {
 	if len(data) == 0 || data[0] != '{' {
 		return
 	}
-	content, ok, deltas := backends.ChunkDelta(data)
-	if ok {
-		t.content.WriteString(content)
-	}
+	var deltas []backends.DeltaToolCall
+	t.content, _, deltas = backends.AppendChunkDelta(t.content, data)
 	for _, d := range deltas {
 		var tc *toolCall
 		for _, x := range t.calls {
@@ -642,7 +640,7 @@ func (t *tracker) Body(b []byte) {
 	if !ok {
 		return
 	}
-	t.content.WriteString(backends.ContentText(content, 0))
+	t.content = append(t.content, backends.ContentText(content, 0)...)
 	if len(calls) > 0 && calls[0] == '[' {
 		t.body = append(json.RawMessage(nil), calls...)
 	}
@@ -658,7 +656,7 @@ func (t *tracker) Finish(ok bool) {
 		t.m.incomplete.Add(1)
 		return
 	}
-	ans := Turn{Role: "assistant", Content: t.content.String(), ToolCalls: t.body}
+	ans := Turn{Role: "assistant", Content: string(t.content), ToolCalls: t.body}
 	if len(t.calls) > 0 {
 		type fn struct {
 			Name      string `json:"name"`
