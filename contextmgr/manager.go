@@ -40,6 +40,10 @@ type Input struct {
 	// Profile is the request's profile: saved with the conversation, and similar past
 	// interactions come only from conversations of the same profile.
 	Profile string
+	// Condensing marks a context-condensing request (IsCondensing of the request as the
+	// client sent it, before any stage added to it; the handler computes it once): like a
+	// helper, it is neither enriched nor saved.
+	Condensing bool
 }
 
 // Result says what Enrich added.
@@ -228,8 +232,8 @@ func (m *Manager) Enrich(ctx context.Context, req *backends.ChatRequest, in Inpu
 		return Result{}
 	}
 	m.requests.Add(1)
-	if in.Helper || (m.roles != nil && !m.roles[in.Role]) || len(req.Messages) == 0 ||
-		req.Messages[len(req.Messages)-1].Role == "tool" || IsCondensing(req) {
+	if in.Helper || in.Condensing || (m.roles != nil && !m.roles[in.Role]) || len(req.Messages) == 0 ||
+		req.Messages[len(req.Messages)-1].Role == "tool" {
 		m.skipped.Add(1)
 		return Result{}
 	}
@@ -565,7 +569,7 @@ func (m *Manager) Track(req *backends.ChatRequest, in Input) Tracker {
 		m.notStored.Add(1)
 		return nil
 	}
-	if in.ConversationID == "" || in.Helper || IsCondensing(req) {
+	if in.ConversationID == "" || in.Helper || in.Condensing {
 		return nil
 	}
 	// Keep only what is saved (no system prompt). Finish detaches it from the request body,

@@ -386,14 +386,18 @@ func TestNothingAdded(t *testing.T) {
 			defer mm.Close(context.Background())
 			req := parse(t, tc.body)
 			before := string(req.UpstreamBody("m"))
-			res := mm.Enrich(context.Background(), req, Input{ConversationID: "thin", Role: tc.role})
+			res := mm.Enrich(context.Background(), req, Input{ConversationID: "thin", Role: tc.role, Condensing: IsCondensing(req)})
 			if after := string(req.UpstreamBody("m")); after != before || res.HistoryMessages+res.SimilarItems != 0 {
 				t.Errorf("request changed:\nbefore %s\nafter  %s", before, after)
 			}
 		})
 	}
 	// Condensing requests are not saved either.
-	if tr := m.Track(parse(t, string(condense)), Input{ConversationID: "x"}); tr != nil {
+	creq := parse(t, string(condense))
+	if !IsCondensing(creq) {
+		t.Fatalf("Roo Code's condensing request is not recognised")
+	}
+	if tr := m.Track(creq, Input{ConversationID: "x", Condensing: true}); tr != nil {
 		t.Errorf("a condensing request is tracked for saving")
 	}
 }

@@ -88,6 +88,8 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) error {
 
 	// The conversation key hashes the client's own system prompt, before stage 1 adds to it.
 	ex.convID = contextmgr.ConversationID(req, r.Header.Get("X-Conversation-ID"))
+	// So does the condensing check: stages 1 and 3 add to the system area.
+	condensing := contextmgr.IsCondensing(req)
 
 	// 1. Prompt engineer.
 	pr, err := s.d.Prompt.Prepare(ctx, req, promptengineer.Input{HeaderRole: r.Header.Get("X-Proxy-Role"), AliasRole: aliasRole,
@@ -107,7 +109,7 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) error {
 	// 3. Context manager.
 	cin := contextmgr.Input{RequestID: ex.id, ConversationID: ex.convID, Role: ex.role,
 		NoStore: strings.EqualFold(r.Header.Get("X-Proxy-No-Store"), "true"), ContextWindow: contextWindow(s.d.Router, cands),
-		Original: pr.Original, Helper: pr.Helper, Profile: ex.profile}
+		Original: pr.Original, Helper: pr.Helper, Profile: ex.profile, Condensing: condensing}
 	s.d.Context.Enrich(ctx, req, cin)
 	if dryRun(r) {
 		return s.explain(w, ex, pr, cands) // explain mode: no backend call, nothing saved

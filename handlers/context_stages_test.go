@@ -211,6 +211,26 @@ func TestContextStagesProfileAndHelper(t *testing.T) {
 	}
 }
 
+// A context-condensing request the prompt engineer does not take for a helper (none of its
+// special patterns says "condense the conversation") is still neither enriched nor saved:
+// the handler asks contextmgr.IsCondensing of the client's request.
+func TestCondensingRequestNeitherEnrichedNorSaved(t *testing.T) {
+	e := newCtxEnv(t, promptengineer.OptimizerConfig{})
+	q := "How do I add limit offset pagination to ListOrders in the orders service?"
+	e.post(t, []string{"user", q}, map[string]string{"X-Profile": "work", "X-Conversation-ID": "work-conv"})
+
+	condense := []string{"system", "S.", "user", "Condense the conversation: add limit offset pagination to ListOrders in the orders service"}
+	e.post(t, condense, map[string]string{"X-Profile": "work"})
+	sent := e.lastSent()
+	if strings.Contains(string(sent.UpstreamBody("m1")), "past_interactions") {
+		t.Errorf("condensing request enriched:\n%s", sent.UpstreamBody("m1"))
+	}
+	conv := contextmgr.ConversationID(mustParse(t, chatBody(condense)), "")
+	if got, _ := e.store.History(context.Background(), conv, 0); len(got) != 0 {
+		t.Errorf("condensing request saved as a conversation: %v", got)
+	}
+}
+
 func mustParse(t *testing.T, body string) *backends.ChatRequest {
 	t.Helper()
 	req, err := backends.ParseChatRequest([]byte(body))
