@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"unicode/utf16"
 	"unicode/utf8"
 	"unsafe"
@@ -196,6 +197,7 @@ func parseKeptMessage(raw json.RawMessage, kept *validEntry) (Message, *RequestE
 		return Message{}, err
 	}
 	if kept != nil {
+		t.kept = true
 		kept.msg.Store(t)
 	}
 	return t.build(raw), nil
@@ -207,6 +209,70 @@ type msgTemplate struct {
 	role, toolCallID string
 	content          [2]int // offsets of the content value; {0, 0}: none (absent or null)
 	fields           []fieldAt
+	// kept is set on a template the validation cache keeps for its bytes: memos are
+	// kept on it, for every request that carries the same bytes.
+	kept  bool
+	memos [maxMemoSlots]atomic.Pointer[memoBox]
+}
+
+type memoBox struct{ v any }
+
+// A MemoSlot names one kind of value a stage derives from a message's bytes (see
+// Message.Memo). Slots are made once, at package initialisation.
+type MemoSlot struct{ i int }
+
+// maxMemoSlots bounds the slots: each kept template has room for all of them.
+const maxMemoSlots = 4
+
+var memoSlots atomic.Int32
+
+// NewMemoSlot returns a new slot; it panics when all maxMemoSlots are taken.
+func NewMemoSlot() MemoSlot {
+	n := int(memoSlots.Add(1)) - 1
+	if n >= maxMemoSlots {
+		panic("backends: too many memo slots")
+	}
+	return MemoSlot{n}
+}
+
+// Memo returns the value last stored in slot for m's bytes (SetMemo), nil when there is
+// none. A memo is kept with the message's parse while the validation cache keeps its bytes
+// (an agent's system prompt and first message come again on every turn of a task), and
+// read by every request that carries the same bytes: a value stored must therefore be a
+// function of the bytes alone, or record what else it depends on and be checked by its
+// reader. A message the proxy made or changed has no memo.
+func (m *Message) Memo(slot MemoSlot) any {
+	if t := m.parsed(); t != nil && t.kept {
+		if b := t.memos[slot.i].Load(); b != nil {
+			return b.v
+		}
+	}
+	return nil
+}
+
+// SetMemo stores v in slot for m's bytes (see Memo); nothing is stored for a message whose
+// bytes the validation cache does not keep, or that was made or changed since its parse.
+func (m *Message) SetMemo(slot MemoSlot, v any) {
+	if t := m.parsed(); t != nil && t.kept {
+		t.memos[slot.i].Store(&memoBox{v})
+	}
+}
+
+// parsed returns the template m was built from, nil when m was not parsed from bytes or
+// when its Raw, Content or members were replaced since (they no longer alias Raw where
+// the template says).
+func (m *Message) parsed() *msgTemplate {
+	t := m.tmpl
+	if t == nil || len(m.Raw) == 0 || len(m.fields) != len(t.fields) || len(t.fields) == 0 {
+		return nil
+	}
+	if f := t.fields[0]; f.to > len(m.Raw) || len(m.fields[0].Value) != f.to-f.from || &m.fields[0].Value[0] != &m.Raw[f.from] {
+		return nil
+	}
+	if c := t.content; c[1] != 0 && (c[1] > len(m.Raw) || len(m.Content) != c[1]-c[0] || &m.Content[0] != &m.Raw[c[0]]) {
+		return nil
+	}
+	return t
 }
 
 type fieldAt struct {
@@ -846,8 +912,8 @@ func (p *partsBuilder) join() []byte {
 // from, so that keeping it (a background save) does not keep the whole body alive.
 func (m *Message) Detach() Message {
 	if m.Raw != nil {
-		if m.tmpl != nil { // Raw is unchanged since it was parsed: edits drop it
-			return m.tmpl.build(bytes.Clone(m.Raw))
+		if t := m.parsed(); t != nil {
+			return t.build(bytes.Clone(m.Raw))
 		}
 		d, err := parseMessage(bytes.Clone(m.Raw))
 		if err == nil {
