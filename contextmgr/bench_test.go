@@ -57,9 +57,17 @@ func BenchmarkConversationID(b *testing.B) {
 	sys, _ := json.Marshal(strings.Repeat("You are Roo, a highly skilled software engineer. \"Rules\" follow.\n", 1000))
 	env, _ := json.Marshal("<environment_details>\n" + strings.Repeat("src/orders/service.go\n", 2000) + "</environment_details>")
 	body := `{"model":"auto","messages":[{"role":"system","content":` + string(sys) + `},{"role":"user","content":[{"type":"text","text":"<task>fix it</task>"},{"type":"text","text":` + string(env) + `,"cache_control":{"type":"ephemeral"}}]}]}`
-	req := parse(b, body)
-	b.ResetTimer()
-	for b.Loop() {
-		ConversationID(req, "")
-	}
+	b.Run("first", func(b *testing.B) { // bytes the validation cache does not keep: hashed
+		req := parse(b, body)
+		for b.Loop() {
+			ConversationID(req, "")
+		}
+	})
+	b.Run("again", func(b *testing.B) { // a later turn of the task: both parts are memos
+		parse(b, body)
+		req := parse(b, body)
+		for b.Loop() {
+			ConversationID(req, "")
+		}
+	})
 }

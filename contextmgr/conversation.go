@@ -2,6 +2,7 @@ package contextmgr
 
 import (
 	"crypto/sha256"
+	"encoding"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -15,6 +16,11 @@ import (
 // that every turn of one agent task maps to the same key. Only the text counts: Roo Code
 // and Cline move cache_control markers from part to part as the task goes on, and a
 // string content and one text part with the same words are the same message.
+//
+// Both messages come again, byte for byte, on every turn of a task, so their parts of the
+// key are memos of their bytes (backends.Message.Memo): the hash state after the system
+// prompt, and the key of a first user message after a given system prompt. A turn of a
+// known task hashes nothing.
 func ConversationID(req *backends.ChatRequest, header string) string {
 	if req.ConversationID != "" {
 		return req.ConversationID
@@ -22,21 +28,62 @@ func ConversationID(req *backends.ChatRequest, header string) string {
 	if header != "" {
 		return header
 	}
-	h := sha256.New()
-	for _, want := range []string{"system", "user"} {
-		for i := range req.Messages {
-			m := &req.Messages[i]
-			if m.Role == want || (want == "system" && m.Role == "developer") {
-				h.Write([]byte(m.Role))
-				h.Write([]byte{0})
-				writeText(h, m.Content)
-				h.Write([]byte{0})
-				break
-			}
+	var sys, user *backends.Message
+	for i := range req.Messages {
+		m := &req.Messages[i]
+		switch {
+		case sys == nil && (m.Role == "system" || m.Role == "developer"):
+			sys = m
+		case user == nil && m.Role == "user":
+			user = m
 		}
 	}
-	return "h-" + hex.EncodeToString(h.Sum(nil)[:12])
+	h := sha256.New()
+	after := "" // the hash state after the system prompt's part ("": none)
+	if sys != nil {
+		if st, ok := sys.Memo(sysKeySlot).(string); ok && h.(encoding.BinaryUnmarshaler).UnmarshalBinary([]byte(st)) == nil {
+			after = st
+		} else {
+			h.Reset()
+			writeMessage(h, sys)
+			b, _ := h.(encoding.BinaryMarshaler).MarshalBinary()
+			after = string(b)
+			sys.SetMemo(sysKeySlot, after)
+		}
+	}
+	if user != nil {
+		if k, ok := user.Memo(userKeySlot).(userKey); ok && k.after == after {
+			return k.key
+		}
+		writeMessage(h, user)
+	}
+	key := "h-" + hex.EncodeToString(h.Sum(nil)[:12])
+	if user != nil {
+		user.SetMemo(userKeySlot, userKey{after: after, key: key})
+	}
+	return key
 }
+
+var (
+	// sysKeySlot holds a system message's part of the key: the SHA-256 state after it.
+	sysKeySlot = backends.NewMemoSlot()
+	// userKeySlot holds a first user message's key (a userKey).
+	userKeySlot = backends.NewMemoSlot()
+)
+
+// userKey is the key of a first user message after the system part after (the last one
+// it was computed with: a system prompt shared by several tasks starts many keys).
+type userKey struct{ after, key string }
+
+// writeMessage hashes one message's part of the key.
+func writeMessage(h io.Writer, m *backends.Message) {
+	io.WriteString(h, m.Role)
+	h.Write(nul)
+	writeText(h, m.Content)
+	h.Write(nul)
+}
+
+var nul = []byte{0}
 
 // hashEdge is how much of each end of a long message the conversation key reads.
 const hashEdge = 8 << 10

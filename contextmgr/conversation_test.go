@@ -1,10 +1,14 @@
 package contextmgr
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nanogpt-proxy/nanogpt-proxy/backends"
 )
@@ -192,5 +196,70 @@ func TestConversationIDLongTextCut(t *testing.T) {
 		if c == a {
 			t.Errorf("pad %d: a different end of a long message gave the same key", pad)
 		}
+	}
+}
+
+// legacyConversationID is ConversationID without memos: the key as it was computed
+// before, which the memos must not change.
+func legacyConversationID(req *backends.ChatRequest) string {
+	h := sha256.New()
+	for _, want := range []string{"system", "user"} {
+		for i := range req.Messages {
+			m := &req.Messages[i]
+			if m.Role == want || (want == "system" && m.Role == "developer") {
+				h.Write([]byte(m.Role))
+				h.Write([]byte{0})
+				writeText(h, m.Content)
+				h.Write([]byte{0})
+				break
+			}
+		}
+	}
+	return "h-" + hex.EncodeToString(h.Sum(nil)[:12])
+}
+
+// Keys come from memos once the same system prompt and first message are seen again, and
+// are exactly the keys computed from scratch: for tasks that share a system prompt, for a
+// system prompt with other tasks in between, without a system prompt, with a developer
+// message, and for a task whose first message follows another system prompt.
+func TestConversationIDMemosChangeNoKey(t *testing.T) {
+	long := func(s string) string {
+		b, _ := json.Marshal(s + strings.Repeat(" Keep the code tidy and tested.", 40) + fmt.Sprint(time.Now().UnixNano()))
+		return string(b)
+	}
+	sysA, sysB, dev := long("You are Roo."), long("You are Cline."), long("Developer rules.")
+	task1 := `[{"type":"text","text":` + long("<task>add pagination</task>") + `,"cache_control":{"type":"ephemeral"}}]`
+	task2 := long("<task>fix the login bug</task>")
+	short := `"hi"`
+	msg := func(role, content string) string { return `{"role":"` + role + `","content":` + content + `}` }
+	bodies := []string{
+		`[` + msg("system", sysA) + `,` + msg("user", task1) + `]`,
+		`[` + msg("system", sysA) + `,` + msg("user", task2) + `]`,
+		`[` + msg("system", sysB) + `,` + msg("user", task1) + `]`,
+		`[` + msg("system", sysA) + `,` + msg("user", task1) + `,` + msg("assistant", `"ok"`) + `,` + msg("user", short) + `]`,
+		`[` + msg("user", task1) + `]`,
+		`[` + msg("developer", dev) + `,` + msg("user", task2) + `]`,
+		`[` + msg("system", sysA) + `]`,
+		`[` + msg("system", sysA) + `,` + msg("user", short) + `]`,
+	}
+	keys := map[string]string{}
+	for round := range 4 { // the second sighting keeps the bytes; later rounds read memos
+		for i, b := range bodies {
+			req := parseBody(t, `{"model":"auto","messages":`+b+`}`)
+			got, want := ConversationID(req, ""), legacyConversationID(req)
+			if got != want {
+				t.Errorf("round %d, body %d: key %s, computed from scratch %s", round, i, got, want)
+			}
+			if prev, ok := keys[b]; ok && prev != got {
+				t.Errorf("round %d, body %d: key changed from %s to %s", round, i, prev, got)
+			}
+			keys[b] = got
+		}
+	}
+	if keys[bodies[0]] == keys[bodies[1]] || keys[bodies[0]] == keys[bodies[2]] || keys[bodies[0]] == keys[bodies[4]] {
+		t.Errorf("different tasks share a key: %v", keys)
+	}
+	if keys[bodies[0]] != keys[bodies[3]] {
+		t.Errorf("a later turn of task 1 got another key")
 	}
 }
