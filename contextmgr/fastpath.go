@@ -102,7 +102,7 @@ type FastPathStats struct {
 
 // histEntry is a conversation's last turns; all says they are the whole conversation.
 type histEntry struct {
-	turns []Turn // never modified in place: Append builds a new slice
+	turns []Turn // never modified in place: appended turns go after them (see appended)
 	all   bool
 	size  int
 }
@@ -429,28 +429,43 @@ func (f *FastPath) appended(conversationID string, turns []Turn, err error) erro
 	if !f.opt.Exclusive || f.opt.HistoryTurns <= 0 {
 		return nil
 	}
-	turns = normalized(turns, f.opt.Now())
+	limit, at := f.opt.HistoryTurns, f.opt.Now()
 	if e, ok := f.hist[conversationID]; ok {
-		all := append(append(make([]Turn, 0, len(e.turns)+len(turns)), e.turns...), turns...)
-		f.putHist(conversationID, histEntry{turns: tail(all, f.opt.HistoryTurns), all: e.all && len(all) <= f.opt.HistoryTurns})
+		// The new turns go after the entry's, in its array's spare room: readers hold
+		// views that end where the entry ended (tail caps them), so nothing they see is
+		// written. When the room runs out, the last turns move to a new array with room
+		// for as many again: a busy conversation's history is copied once every limit
+		// turns, not on every save.
+		all := e.turns
+		if cap(all)-len(all) < len(turns) {
+			all = append(make([]Turn, 0, len(all)+len(turns)+limit), all...)
+		}
+		all = appendNormalized(all, turns, at)
+		kept := all
+		if len(kept) > limit {
+			kept = kept[len(kept)-limit:]
+		}
+		f.putHist(conversationID, histEntry{turns: kept, all: e.all && len(all) <= limit})
 	} else if f.knownReady && !wasKnown {
 		// A new conversation: these turns are all of it.
-		f.putHist(conversationID, histEntry{turns: tail(turns, f.opt.HistoryTurns), all: len(turns) <= f.opt.HistoryTurns})
+		all := appendNormalized(make([]Turn, 0, len(turns)+limit), turns, at)
+		f.putHist(conversationID, histEntry{turns: all[max(len(all)-limit, 0):], all: len(all) <= limit})
 	}
 	return nil
 }
 
-// normalized copies turns as the store returns them: no empty tool calls, the save time.
-func normalized(turns []Turn, at time.Time) []Turn {
-	out := make([]Turn, len(turns))
-	for i, t := range turns {
+// appendNormalized appends turns to dst as the store returns them: no empty tool calls,
+// the save time.
+func appendNormalized(dst, turns []Turn, at time.Time) []Turn {
+	at = at.UTC()
+	for _, t := range turns {
 		if len(t.ToolCalls) == 0 {
 			t.ToolCalls = nil
 		}
-		t.At = at.UTC()
-		out[i] = t
+		t.At = at
+		dst = append(dst, t)
 	}
-	return out
+	return dst
 }
 
 // invalidateSimilar drops the cached and in-flight similar lookups drop selects. Call

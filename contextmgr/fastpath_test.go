@@ -106,6 +106,62 @@ func TestFastPathHistoryFollowsAppend(t *testing.T) {
 	}
 }
 
+// A history the cache handed out stays as it was while the conversation goes on: the
+// cache appends new turns after the entry's in the same array, never into what a reader
+// holds, and a reader appending to its history does not write into the cache (run with
+// -race: readers walk their histories while the saves go on).
+func TestFastPathHistoryHandedOutStaysPut(t *testing.T) {
+	st, _ := openStore(t)
+	ctx := context.Background()
+	f, _ := newFast(t, st)
+	if err := f.Append(ctx, "c", exchange("question 0", "answer 0"), Meta{}); err != nil {
+		t.Fatal(err)
+	}
+	type held struct {
+		turns []Turn
+		want  []string
+	}
+	contents := func(ts []Turn) []string {
+		var out []string
+		for _, t := range ts {
+			out = append(out, t.Content)
+		}
+		return out
+	}
+	var kept []held
+	done := make(chan struct{})
+	go func() { // a reader walking its histories while the saves go on
+		defer close(done)
+		for range 200 {
+			h, _ := f.History(ctx, "c", 3)
+			_ = contents(h)
+			_ = append(h, Turn{Role: "user", Content: "the reader's own turn"})
+		}
+	}()
+	for i := 1; i <= 12; i++ {
+		h, err := f.History(ctx, "c", 3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kept = append(kept, held{h, contents(h)})
+		_ = append(h, Turn{Role: "user", Content: "the reader's own turn"})
+		if err := f.Append(ctx, "c", exchange(fmt.Sprintf("question %d", i), fmt.Sprintf("answer %d", i)), Meta{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	<-done
+	for i, h := range kept {
+		if d := cmp.Diff(h.want, contents(h.turns)); d != "" {
+			t.Errorf("history %d changed after it was handed out (-then +now):\n%s", i, d)
+		}
+	}
+	got, _ := f.History(ctx, "c", 4)
+	want, _ := st.History(ctx, "c", 4)
+	if d := cmp.Diff(want, got, ignoreAt); d != "" {
+		t.Errorf("History after the saves differs from the store (-store +cache):\n%s", d)
+	}
+}
+
 // TestFastPathSameAnswers runs one sequence of appends, lookups and a deletion against the
 // decorated and the plain store: every answer must be the same.
 func TestFastPathSameAnswers(t *testing.T) {
