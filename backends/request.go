@@ -222,7 +222,7 @@ type memoBox struct{ v any }
 type MemoSlot struct{ i int }
 
 // maxMemoSlots bounds the slots: each kept template has room for all of them.
-const maxMemoSlots = 4
+const maxMemoSlots = 8
 
 var memoSlots atomic.Int32
 

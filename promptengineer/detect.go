@@ -206,19 +206,44 @@ func (s *Strategies) openingMode(opening string) (slug, agent string) {
 	return "", ""
 }
 
-// matchSpecial returns the special request whose pattern matches one of the texts
-// (already lower-cased).
-func (s *Strategies) matchSpecial(texts ...string) *special {
-	for _, sp := range s.special {
-		for i := range sp.patterns {
-			for _, t := range texts {
-				if t != "" && sp.patterns[i].match(t) {
-					return sp
-				}
+// firstSpecial returns the index of the first special request before the one at before
+// with a pattern that matches t (already lower-cased); before when there is none.
+func (s *Strategies) firstSpecial(t string, before int) int {
+	if t == "" {
+		return before
+	}
+	for i, sp := range s.special[:before] {
+		for k := range sp.patterns {
+			if sp.patterns[k].match(t) {
+				return i
 			}
 		}
 	}
-	return nil
+	return before
+}
+
+// openingFacts is what role resolution reads from a system prompt's opening: which
+// special request matches it first (special; len(st.special): none) and the agent mode
+// it names. It depends on the prompt's bytes and the strategies alone, so it is a memo of
+// the message (an agent sends the same system prompt every turn).
+type openingFacts struct {
+	st          *Strategies
+	special     int
+	slug, agent string
+}
+
+var openingSlot = backends.NewMemoSlot()
+
+// openingOf returns the opening facts of the system message m.
+func (s *Strategies) openingOf(m *backends.Message) openingFacts {
+	if f, ok := m.Memo(openingSlot).(openingFacts); ok && f.st == s {
+		return f
+	}
+	opening := headText(m.ContentJSON(), openingBytes)
+	f := openingFacts{st: s, special: s.firstSpecial(strings.ToLower(opening), len(s.special))}
+	f.slug, f.agent = s.openingMode(opening)
+	m.SetMemo(openingSlot, f)
+	return f
 }
 
 // hit is one classification signal that matched.

@@ -345,9 +345,9 @@ func (e *Engineer) resolve(st *Strategies, req *backends.ChatRequest, in Input) 
 		return Result{Role: in.AliasRole, Signal: SignalAlias, Reason: "model alias auto:" + string(in.AliasRole)}, nil, nil
 	}
 
-	var opening string
+	op := openingFacts{special: len(st.special)}
 	if si := systemIndex(req); si >= 0 {
-		opening = headText(req.Messages[si].ContentJSON(), openingBytes)
+		op = st.openingOf(&req.Messages[si])
 	}
 	ui := lastUserIndex(req)
 	var userHead string
@@ -357,7 +357,8 @@ func (e *Engineer) resolve(st *Strategies, req *backends.ChatRequest, in Input) 
 
 	// Helper requests (context condensing, enhance prompt) are not the task itself: they
 	// win over the agent's mode, which earlier turns still carry.
-	if sp := st.matchSpecial(strings.ToLower(opening), strings.ToLower(userHead)); sp != nil {
+	if i := st.firstSpecial(strings.ToLower(userHead), op.special); i < len(st.special) {
+		sp := st.special[i]
 		return Result{Role: sp.role, Signal: SignalSpecial, Reason: sp.name + " request"}, sp, nil
 	}
 
@@ -371,7 +372,7 @@ func (e *Engineer) resolve(st *Strategies, req *backends.ChatRequest, in Input) 
 			unmapped = slug
 		}
 	}
-	if slug, agent := st.openingMode(opening); slug != "" {
+	if slug, agent := op.slug, op.agent; slug != "" {
 		if r, ok := e.modes[slug]; ok {
 			return Result{Role: r, Signal: SignalOpening,
 				Reason: fmt.Sprintf("agent mode %q (%s system prompt opening)", slug, agent)}, nil, nil

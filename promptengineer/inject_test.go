@@ -81,7 +81,8 @@ func TestInjectionByteIdentity(t *testing.T) {
 				up := compact(t, req.UpstreamBody(req.Model))
 				block := e.Strategies().Guidance(res.Role)
 				if res.Signal == SignalSpecial && res.Role == roles.Documentation {
-					block = e.Strategies().matchSpecial("You are a helpful AI assistant tasked with summarizing conversations.").block
+					st := e.Strategies()
+					block = st.special[st.firstSpecial("you are a helpful ai assistant tasked with summarizing conversations.", len(st.special))].block
 				}
 				if res.Guidance && !strings.Contains(up, `role=\"`+string(res.Role)+`\"`) {
 					t.Fatalf("guidance reported but no block for %s upstream", res.Role)

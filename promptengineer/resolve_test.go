@@ -243,3 +243,57 @@ func TestExplicitRoleWins(t *testing.T) {
 		})
 	}
 }
+
+// The opening of a system prompt is read once per strategies: later requests carrying the
+// same prompt read the memo (backends.Message.Memo), and must resolve exactly as the first
+// did; an engineer whose strategies read the opening otherwise (here: agent "Roo" renamed)
+// gets its own answer for the same bytes, whichever engineer read them first.
+func TestOpeningMemoResolvesAsFirstRead(t *testing.T) {
+	renamed := strings.Replace(string(config.DefaultStrategies), `names: ["Roo", "Kilo Code", "Cline"]`, `names: ["Kilo Code", "Cline"]`, 1)
+	if renamed == string(config.DefaultStrategies) {
+		t.Fatal("the default strategies no longer name their agents as this test expects")
+	}
+	engineers := []*Engineer{newEngineer(t, Config{}), newEngineer(t, Config{Default: []byte(renamed)})}
+	entries, err := os.ReadDir(filepath.Join("..", "testdata", "clients"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	openingRead := 0
+	for _, ent := range entries {
+		body := fixture(t, ent.Name())
+		var first [2]Result
+		for round := range 4 { // the bytes are kept from the second round: memos from the third
+			for k, e := range engineers {
+				req, err := backends.ParseChatRequest(append([]byte(nil), body...))
+				if err != nil {
+					continue // a fixture of a request the proxy rejects
+				}
+				// Without the mode in environment_details the opening decides.
+				if i := lastUserIndex(req); i >= 0 {
+					req.Messages[i] = backends.NewMessage("user", "please go on")
+				}
+				res, err := e.Resolve(req, Input{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if round == 0 {
+					first[k] = res
+					if res.Signal == SignalOpening && k == 0 {
+						openingRead++
+					}
+					continue
+				}
+				if res.Role != first[k].Role || res.Signal != first[k].Signal || res.Reason != first[k].Reason {
+					t.Errorf("%s, engineer %d, round %d: %s/%s (%s); first read %s/%s (%s)", ent.Name(), k, round,
+						res.Role, res.Signal, res.Reason, first[k].Role, first[k].Signal, first[k].Reason)
+				}
+			}
+		}
+		if first[0].Signal == SignalOpening && strings.Contains(first[0].Reason, "Roo") && first[1].Signal == SignalOpening {
+			t.Errorf("%s: the engineer without agent Roo read a Roo opening: %s", ent.Name(), first[1].Reason)
+		}
+	}
+	if openingRead == 0 {
+		t.Fatal("no fixture resolved by its system prompt's opening: the test checks nothing")
+	}
+}
