@@ -542,8 +542,7 @@ func IsCondensing(req *backends.ChatRequest) bool {
 	for i := range req.Messages {
 		m := &req.Messages[i]
 		if isSystem(m.Role) {
-			t := strings.ToLower(m.Text(600))
-			if strings.Contains(t, "summariz") && strings.Contains(t, "conversation") {
+			if asksToSummarize(m) {
 				return true
 			}
 			continue
@@ -557,6 +556,20 @@ func IsCondensing(req *backends.ChatRequest) bool {
 	}
 	return false
 }
+
+// asksToSummarize reports whether the system message m opens by asking to summarise the
+// conversation; a memo of m's bytes (the same system prompt comes every turn).
+func asksToSummarize(m *backends.Message) bool {
+	if v, ok := m.Memo(summarizeSlot).(bool); ok {
+		return v
+	}
+	t := strings.ToLower(m.Text(600))
+	v := strings.Contains(t, "summariz") && strings.Contains(t, "conversation")
+	m.SetMemo(summarizeSlot, v)
+	return v
+}
+
+var summarizeSlot = backends.NewMemoSlot()
 
 // Track returns a Tracker for the exchange, or nil when nothing is to be saved (saving
 // off, X-Proxy-No-Store, a helper or condensing request). What is saved is what the client

@@ -603,3 +603,32 @@ func TestFullHistoryClientSystemPromptStable(t *testing.T) {
 		t.Errorf("system message changed between turns:\n%s\n%s", a, b)
 	}
 }
+
+// Whether a system prompt asks to summarise is a memo of its bytes: later requests with
+// the same prompt get the first answer, for both answers, and the conversation key (a memo
+// of the same message too) stays right.
+func TestCondensingMemoAnswersAsFirstRead(t *testing.T) {
+	pad := strings.Repeat(" Keep every decision and file path.", 10) + fmt.Sprint(time.Now().UnixNano())
+	for _, tc := range []struct {
+		system string
+		want   bool
+	}{
+		{"You are tasked with summarizing the conversation so far." + pad, true},
+		{"You are a coding agent; report progress as you go." + pad, false},
+	} {
+		s, _ := json.Marshal(tc.system)
+		body := `{"model":"auto","messages":[{"role":"system","content":` + string(s) + `},{"role":"user","content":"go on"}]}`
+		var key string
+		for round := range 4 {
+			req := parse(t, body)
+			if got := IsCondensing(req); got != tc.want {
+				t.Errorf("round %d: IsCondensing = %v, want %v for %.40q", round, got, tc.want, tc.system)
+			}
+			k := ConversationID(req, "")
+			if round > 0 && k != key {
+				t.Errorf("round %d: key %s, first %s", round, k, key)
+			}
+			key = k
+		}
+	}
+}
