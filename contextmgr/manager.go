@@ -258,7 +258,7 @@ func (m *Manager) Enrich(ctx context.Context, req *backends.ChatRequest, in Inpu
 	thin = thin && first >= 0
 	var firstTurn Turn
 	if first >= 0 {
-		firstTurn = turnOf(&req.Messages[first])
+		firstTurn = firstTurnOf(&req.Messages[first])
 	}
 	var query string
 	var cached cachedBlock
@@ -556,6 +556,19 @@ func IsCondensing(req *backends.ChatRequest) bool {
 	}
 	return false
 }
+
+// firstTurnOf is turnOf for a conversation's first turn, which every request of the task
+// carries: a memo of its bytes. The turn is only read.
+func firstTurnOf(m *backends.Message) Turn {
+	if t, ok := m.Memo(firstTurnSlot).(Turn); ok {
+		return t
+	}
+	t := turnOf(m)
+	m.SetMemo(firstTurnSlot, t)
+	return t
+}
+
+var firstTurnSlot = backends.NewMemoSlot()
 
 // asksToSummarize reports whether the system message m opens by asking to summarise the
 // conversation; a memo of m's bytes (the same system prompt comes every turn).

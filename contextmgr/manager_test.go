@@ -632,3 +632,38 @@ func TestCondensingMemoAnswersAsFirstRead(t *testing.T) {
 		}
 	}
 }
+
+// The first turn of a task is read from a memo once its bytes come again: a long first
+// message retried (thin client with history in the store) is still recognised as stored
+// every time, and its similar interactions are asked for with the same query.
+func TestFirstTurnMemoEnrichesAlike(t *testing.T) {
+	st, _ := openStore(t)
+	m := newTestManager(t, testConfig(), st)
+	task := "Add limit offset pagination to ListOrders in src/orders/service.go." + strings.Repeat(" Keep the handler tests green.", 12)
+	seed(t, m, "other", task, "Use LIMIT and OFFSET in the query.")
+	u1 := task + " " + fmt.Sprint(time.Now().UnixNano())
+	first := parse(t, body("user", u1))
+	conv := ConversationID(first, "")
+	in := Input{RequestID: "r1", ConversationID: conv, Role: roles.Implementation}
+	turn(t, m, first, in, streamChunks("I will add limit and offset."))
+	sync_(t, m)
+	var want []rc
+	for round := range 4 {
+		retry := parse(t, body("user", u1))
+		res := m.Enrich(context.Background(), retry, in)
+		if res.HistoryMessages != 0 {
+			t.Errorf("round %d: the stored first turn sent again got %d history messages", round, res.HistoryMessages)
+		}
+		got := roleContents(retry.Messages)
+		if round == 0 {
+			want = got
+			if res.SimilarItems == 0 {
+				t.Fatalf("no similar interaction added: the test compares nothing")
+			}
+			continue
+		}
+		if d := cmp.Diff(want, got); d != "" {
+			t.Errorf("round %d enriched otherwise than the first (-first +now):\n%s", round, d)
+		}
+	}
+}
