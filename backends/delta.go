@@ -16,19 +16,12 @@ type DeltaToolCall struct {
 	Arguments string
 }
 
-// ChunkDelta reads what the deltas of choice 0 of a stream chunk add to the answer: their
-// content text (ok reports whether any delta had a string content) and their tool-call
-// fragments, in order. data must be valid JSON (SSEReader.Next validates every chunk); it
-// is read with the trusted scanners, so a content delta costs a scan, not a decode into
-// structs.
-func ChunkDelta(data []byte) (content string, ok bool, calls []DeltaToolCall) {
-	b, ok, calls := AppendChunkDelta(nil, data)
-	return string(b), ok, calls
-}
-
-// AppendChunkDelta is ChunkDelta appending the content text to dst: what follows a
-// streamed answer keeps the text in one buffer, and a delta's text is copied once. Each
-// object of the chunk is walked once (a member that comes twice counts the first time).
+// AppendChunkDelta reads what the deltas of choice 0 of a stream chunk add to the answer:
+// it appends their content text to dst (ok reports whether any delta had a string
+// content) and returns their tool-call fragments, in order. data must be valid JSON
+// (SSEReader.Next validates every chunk); it is read with the trusted scanners, each
+// object walked once (a member that comes twice counts the first time), and a delta's
+// text is decoded straight into dst.
 func AppendChunkDelta(dst, data []byte) (out []byte, ok bool, calls []DeltaToolCall) {
 	choices := lookupTrusted(data, "choices")
 	if len(choices) == 0 || choices[0] != '[' {

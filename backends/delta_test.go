@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -13,7 +14,7 @@ import (
 	"github.com/nanogpt-proxy/nanogpt-proxy/backends"
 )
 
-// refChunkDelta is ChunkDelta written with encoding/json: the reference it must agree with.
+// refChunkDelta is AppendChunkDelta written with encoding/json: the reference it must agree with.
 func refChunkDelta(data []byte) (content string, ok bool, calls []backends.DeltaToolCall) {
 	var c struct {
 		Choices []struct {
@@ -53,7 +54,7 @@ func refChunkDelta(data []byte) (content string, ok bool, calls []backends.Delta
 // Every chunk of the recorded NanoGPT streams, and hand-made ones with escapes, unicode,
 // several choices, missing or null members and pretty-printing, read the same as with
 // encoding/json.
-func TestChunkDeltaMatchesEncodingJSON(t *testing.T) {
+func TestAppendChunkDeltaMatchesEncodingJSON(t *testing.T) {
 	chunks := []string{
 		`{"choices":[{"index":0,"delta":{"content":"line one\nline \"two\" \u00e9\u2028 \ud83d\ude00 tab\t/\\ \/"}}]}`,
 		`{"choices":[{"delta":{"content":"no index member"}}]}`,
@@ -85,9 +86,11 @@ func TestChunkDeltaMatchesEncodingJSON(t *testing.T) {
 		t.Fatalf("only %d chunks: the fixtures were not read", len(chunks))
 	}
 	for _, c := range chunks {
-		gc, gok, gcalls := backends.ChunkDelta([]byte(c))
+		// Appended after text already there, as the answer's follower does.
+		gb, gok, gcalls := backends.AppendChunkDelta([]byte("before|"), []byte(c))
 		wc, wok, wcalls := refChunkDelta([]byte(c))
-		if gc != wc || gok != wok || !cmp.Equal(gcalls, wcalls) {
+		gc, cut := strings.CutPrefix(string(gb), "before|")
+		if !cut || gc != wc || gok != wok || !cmp.Equal(gcalls, wcalls) {
 			t.Errorf("chunk %s\n got %q %v %+v\nwant %q %v %+v", c, gc, gok, gcalls, wc, wok, wcalls)
 		}
 	}
