@@ -97,3 +97,35 @@ func TestReplacedRawIsNotTheParse(t *testing.T) {
 		t.Errorf("Detach text = %q, want rewritten", got)
 	}
 }
+
+// A message whose bytes the validation cache keeps is detached onto the cache's own copy
+// of them: saving a long conversation copies only its new messages, and the copy still
+// shares nothing with the request bodies (each body is overwritten here).
+func TestDetachOfKeptBytesUsesTheCachesCopy(t *testing.T) {
+	body := memoBody(t, fmt.Sprintf("You are the %s agent of %d.", t.Name(), time.Now().UnixNano()))
+	mustParseReq(t, body) // first sighting
+	var detached []Message
+	for range 2 {
+		b := bytes.Clone(body)
+		req, err := ParseChatRequest(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		detached = append(detached, req.Messages[0].Detach())
+		for i := range b {
+			b[i] = 'x'
+		}
+	}
+	want := string(mustParseReq(t, body).Messages[0].Raw)
+	for i, d := range detached {
+		if got := string(d.JSON()); got != want {
+			t.Errorf("detached message %d after its body was overwritten:\n got %s\nwant %s", i, got, want)
+		}
+		if !strings.HasPrefix(d.Text(0), "You are the ") {
+			t.Errorf("detached message %d text %.40q", i, d.Text(0))
+		}
+	}
+	if &detached[0].Raw[0] != &detached[1].Raw[0] {
+		t.Errorf("each request's save made its own copy of bytes the cache keeps")
+	}
+}

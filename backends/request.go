@@ -197,7 +197,7 @@ func parseKeptMessage(raw json.RawMessage, kept *validEntry) (Message, *RequestE
 		return Message{}, err
 	}
 	if kept != nil {
-		t.kept = true
+		t.kept, t.val = true, kept.val
 		kept.msg.Store(t)
 	}
 	return t.build(raw), nil
@@ -210,8 +210,10 @@ type msgTemplate struct {
 	content          [2]int // offsets of the content value; {0, 0}: none (absent or null)
 	fields           []fieldAt
 	// kept is set on a template the validation cache keeps for its bytes: memos are
-	// kept on it, for every request that carries the same bytes.
+	// kept on it, for every request that carries the same bytes. val is the cache's own
+	// copy of them (never written): what Detach builds a copy of the message on.
 	kept  bool
+	val   []byte
 	memos [maxMemoSlots]atomic.Pointer[memoBox]
 }
 
@@ -909,10 +911,15 @@ func (p *partsBuilder) join() []byte {
 }
 
 // Detach returns a copy of m that shares no memory with the request body it was parsed
-// from, so that keeping it (a background save) does not keep the whole body alive.
+// from, so that keeping it (a background save) does not keep the whole body alive. A
+// message whose bytes the validation cache keeps is built on the cache's copy of them, so
+// the earlier turns of a long conversation are not copied again on every request.
 func (m *Message) Detach() Message {
 	if m.Raw != nil {
 		if t := m.parsed(); t != nil {
+			if t.val != nil { // the validation cache's copy of the same bytes: no new one
+				return t.build(t.val)
+			}
 			return t.build(bytes.Clone(m.Raw))
 		}
 		d, err := parseMessage(bytes.Clone(m.Raw))
