@@ -252,12 +252,15 @@ func (m *Message) Memo(slot MemoSlot) any {
 	return nil
 }
 
-// SetMemo stores v in slot for m's bytes (see Memo); nothing is stored for a message whose
-// bytes the validation cache does not keep, or that was made or changed since its parse.
-func (m *Message) SetMemo(slot MemoSlot, v any) {
+// SetMemo stores v in slot for m's bytes (see Memo) and reports whether it did: nothing is
+// stored for a message whose bytes the validation cache does not keep, or that was made
+// or changed since its parse.
+func (m *Message) SetMemo(slot MemoSlot, v any) bool {
 	if t := m.parsed(); t != nil && t.kept {
 		t.memos[slot.i].Store(&memoBox{v})
+		return true
 	}
+	return false
 }
 
 // parsed returns the template m was built from, nil when m was not parsed from bytes or

@@ -34,7 +34,8 @@ type writer struct {
 	// rawHashes remembers each message's turn hash by the message's exact bytes, across
 	// batches (only the writer's goroutine uses it): an agent resends its whole
 	// conversation every turn, and decoding and hashing every earlier message again was
-	// most of a long conversation's save. rawBytes is what its keys hold.
+	// most of a long conversation's save. Messages the validation cache keeps have the
+	// hash as a memo instead (turnHashSlot). rawBytes is what its keys hold.
 	rawHashes map[string]string
 	rawBytes  int
 
@@ -340,14 +341,19 @@ func (w *writer) planBatch(ctx context.Context, batch []job) ([]AppendItem, erro
 			order = append(order, j.conv)
 		}
 		for k, m := range msgs[i] {
-			h, ok := "", false
-			if m.Raw != nil {
-				h, ok = w.rawHashes[string(m.Raw)]
-			}
+			h, ok := m.Memo(turnHashSlot).(string)
 			if !ok {
-				turns[i][k] = turnOf(m)
-				h = memo.hash(turns[i][k])
-				w.rememberHash(m.Raw, h)
+				remembered := false
+				if m.Raw != nil {
+					h, remembered = w.rawHashes[string(m.Raw)]
+				}
+				if !remembered {
+					turns[i][k] = turnOf(m)
+					h = memo.hash(turns[i][k])
+				}
+				if !m.SetMemo(turnHashSlot, h) && !remembered {
+					w.rememberHash(m.Raw, h)
+				}
 			}
 			hashes[i][k] = h
 			if !c.seen[h] {
@@ -392,6 +398,10 @@ func (w *writer) planBatch(ctx context.Context, batch []job) ([]AppendItem, erro
 	}
 	return items, nil
 }
+
+// turnHashSlot holds a message's turn hash as a memo of its bytes: for a message the
+// validation cache keeps, which is most of a long conversation, no lookup by its bytes.
+var turnHashSlot = backends.NewMemoSlot()
 
 // maxRawHashes bounds the bytes rawHashes keeps (then it starts over): a long conversation
 // of a few hundred KB, several at once.
