@@ -88,6 +88,22 @@ func FuzzParseChatRequest(f *testing.F) {
 				t.Fatalf("stream without include_usage upstream: %.300s", up)
 			}
 		}
+		// Bytes seen before are validated by comparison and built from the cache's parse and
+		// copy (from the third sighting on): the messages and their detached copies, made
+		// for the background save, are the client's elements all the same.
+		for range 2 {
+			again, err := backends.ParseChatRequest(bytes.Clone(body))
+			if err != nil || len(again.Messages) != len(r.Messages) {
+				t.Fatalf("the same bytes parsed again: %v, %d messages", err, len(again.Messages))
+			}
+			for i := range again.Messages {
+				m, d := &again.Messages[i], again.Messages[i].Detach()
+				if !bytes.Equal(m.Raw, r.Messages[i].Raw) || !bytes.Equal(d.JSON(), r.Messages[i].Raw) ||
+					d.Role != r.Messages[i].Role || d.Text(0) != r.Messages[i].Text(0) {
+					t.Fatalf("message %d parsed again or detached: %q / %q, want %q", i, m.Raw, d.JSON(), r.Messages[i].Raw)
+				}
+			}
+		}
 		// What the stages do to a request must keep it valid.
 		_ = r.Messages[0].Text(7)
 		c := r.Clone()
