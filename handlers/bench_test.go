@@ -119,8 +119,10 @@ func BenchmarkChatPipeline(b *testing.B) {
 		"small/stream":   []byte(`{"model":"auto","messages":[{"role":"user","content":"Say hi"}],"stream":true}`),
 		"roo60k/stream":  padRoo(b),
 		"roolong/stream": longRoo(b),
+		// The load benchmark's 60 KB request (bench/run.sh), answered with JSON as there.
+		"bench60k/json": fixture(b, "bench/roo-code-60k.json"),
 	}
-	for _, name := range []string{"small/json", "small/stream", "roo60k/stream", "roolong/stream"} {
+	for _, name := range []string{"small/json", "small/stream", "roo60k/stream", "roolong/stream", "bench60k/json"} {
 		body := bodies[name]
 		b.Run(name, func(b *testing.B) {
 			b.SetBytes(int64(len(body)))
