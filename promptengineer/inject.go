@@ -40,6 +40,19 @@ func hasMarker(content json.RawMessage) bool {
 	return anyMarker(head, opensTag) || anyMarker(tail, closesTag)
 }
 
+// hasMarkerMemo is hasMarker of a message's content, a memo of its bytes: an agent sends
+// the same system prompt every turn.
+func hasMarkerMemo(m *backends.Message) bool {
+	if v, ok := m.Memo(markerSlot).(bool); ok {
+		return v
+	}
+	v := hasMarker(m.ContentJSON())
+	m.SetMemo(markerSlot, v)
+	return v
+}
+
+var markerSlot = backends.NewMemoSlot()
+
 // anyMarker reports whether some occurrence of Marker in w, at offset at, has tag(w, at).
 func anyMarker(w []byte, tag func(w []byte, at int) bool) bool {
 	for from := 0; from < len(w); {
@@ -80,7 +93,7 @@ func inject(req *backends.ChatRequest, block string, mode Injection) string {
 		if m.Role != "system" && m.Role != "developer" {
 			continue
 		}
-		if hasMarker(m.ContentJSON()) {
+		if hasMarkerMemo(m) {
 			return injAlready
 		}
 		if idx < 0 {

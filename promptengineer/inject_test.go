@@ -121,6 +121,37 @@ func TestInjectionOnce(t *testing.T) {
 	}
 }
 
+// Whether a system prompt already carries a guidance block is a memo of its bytes: the same
+// prompts sent four times each (their bytes kept from the second time) are answered as the
+// first time, with the block and without.
+func TestInjectionOnceFromMemo(t *testing.T) {
+	e := newEngineer(t, Config{})
+	plain := fixture(t, "roo-code-debug-first-turn.json")
+	req := parse(t, plain)
+	if _, err := e.Prepare(context.Background(), req, Input{}); err != nil {
+		t.Fatal(err)
+	}
+	guided := req.UpstreamBody("auto")
+	for round := range 4 {
+		for _, tc := range []struct {
+			body []byte
+			want string
+		}{{guided, injAlready}, {plain, string(InjectAppend)}} {
+			r := parse(t, bytes.Clone(tc.body))
+			res, err := e.Prepare(context.Background(), r, Input{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Injection != tc.want {
+				t.Errorf("round %d: injection %q, want %q", round, res.Injection, tc.want)
+			}
+			if n := bytes.Count(r.UpstreamBody("auto"), []byte("<"+Marker)); n != 1 {
+				t.Errorf("round %d: %d guidance blocks, want 1", round, n)
+			}
+		}
+	}
+}
+
 // TestInjectionModes: per role off / append / prepend, a new system message when the
 // client sent none, and the same bytes on every turn of one task (prompt caches hold).
 func TestInjectionModes(t *testing.T) {
