@@ -264,7 +264,11 @@ func (m *Manager) Enrich(ctx context.Context, req *backends.ChatRequest, in Inpu
 	var cached cachedBlock
 	haveCached := false
 	if thin {
-		query = req.Messages[last].Text(0)
+		if last == first {
+			query = firstTurn.Content // the same message: decoded once
+		} else {
+			query = req.Messages[last].Text(0)
+		}
 	} else if first >= 0 {
 		query = firstTurn.Content // the task: stable for every turn of the conversation
 		m.cacheMu.Lock()
