@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"hash/maphash"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -715,12 +716,14 @@ func (m *Message) setText(text string, prepend bool) {
 	var add json.RawMessage
 	switch {
 	case len(m.Content) > 0 && m.Content[0] == '[':
-		add = JoinObject([]Field{{Key: "type", Value: json.RawMessage(`"text"`)}, {Key: "text", Value: quote(text)}})
+		add = addedJSON(text, addedPart, func() json.RawMessage {
+			return JoinObject([]Field{{Key: "type", Value: json.RawMessage(`"text"`)}, {Key: "text", Value: quote(text)}})
+		})
 	case len(m.Content) > 2 && m.Content[0] == '"':
 		if prepend {
-			add = quote(text + "\n\n")
+			add = addedJSON(text, addedBefore, func() json.RawMessage { return quote(text + "\n\n") })
 		} else {
-			add = quote("\n\n" + text)
+			add = addedJSON(text, addedAfter, func() json.RawMessage { return quote("\n\n" + text) })
 		}
 	default: // nothing to keep: the text is the content
 		m.Content = quote(text)
@@ -741,6 +744,42 @@ func (m *Message) setText(text string, prepend bool) {
 	}
 	m.edit = e
 	m.Raw = nil
+}
+
+// The JSON forms of text added to a content (AppendText, PrependText): a part, or a string
+// literal going after or before a string content.
+const (
+	addedPart byte = iota
+	addedAfter
+	addedBefore
+)
+
+// addedTexts remembers the JSON form of recently added texts: a role's guidance block is
+// the same for every request of the role, and was quoted again (a pass over it and an
+// allocation) on every request. Direct-mapped by the text's hash; a text that differs
+// every time (context blocks) only takes a slot. The forms are shared, never written.
+var addedTexts [64]atomic.Pointer[addedText]
+
+var addedSeed = maphash.MakeSeed()
+
+type addedText struct {
+	text string
+	kind byte
+	add  json.RawMessage
+}
+
+// addedJSON returns the JSON form kind of text, made by form when it is not remembered.
+func addedJSON(text string, kind byte, form func() json.RawMessage) json.RawMessage {
+	if len(text) > 16<<10 {
+		return form()
+	}
+	slot := &addedTexts[(maphash.String(addedSeed, text)+uint64(kind))%uint64(len(addedTexts))]
+	if e := slot.Load(); e != nil && e.kind == kind && e.text == text {
+		return e.add
+	}
+	add := form()
+	slot.Store(&addedText{text: text, kind: kind, add: add[:len(add):len(add)]})
+	return add[:len(add):len(add)]
 }
 
 // pieces returns the bytes that, written in order, make the edited content. The large
