@@ -282,14 +282,6 @@ func (m *Manager) Enrich(ctx context.Context, req *backends.ChatRequest, in Inpu
 	var errs []error
 	needHist := thin && m.cfg.HistoryTurns > 0
 	needSim := m.cfg.SimilarLimit > 0 && !haveCached && strings.TrimSpace(query) != ""
-	if needHist && m.w != nil {
-		// The conversation's last exchange may still be queued for saving (a thin client
-		// can send its next turn a few milliseconds after the answer): its history waits
-		// for it, within the load deadline.
-		if err := m.w.settled(ctx, in.ConversationID, m.cfg.LoadTimeout); err != nil {
-			m.noteErr(fmt.Errorf("contextmgr: waiting for the conversation's last save: %w", err), &errs)
-		}
-	}
 	// What memory answers needs no lookup, no goroutine and no deadline.
 	if ml, ok := m.store.(memoryLookups); ok {
 		if needHist {

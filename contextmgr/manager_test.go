@@ -162,31 +162,6 @@ func TestThinClientGetsHistory(t *testing.T) {
 	}
 }
 
-// A thin client's next turn can come right after the answer, while the exchange is still
-// queued (the writer lingers for more exchanges when they come quickly, here for up to
-// 10 s, longer than the load deadline): the next turn's history waits for it, and the
-// lookup cuts the linger short.
-func TestThinClientNextTurnRightAfterTheAnswer(t *testing.T) {
-	defer func(d time.Duration) { saveLinger = d }(saveLinger)
-	saveLinger = 10 * time.Second
-	st, _ := openStore(t)
-	m := newTestManager(t, testConfig(), st)
-	// Another conversation's exchange saved just before, so that the writer is busy and
-	// lingers with the next one.
-	turn(t, m, parse(t, body("user", "Unrelated question.")), Input{RequestID: "r0", ConversationID: "other", Role: roles.General}, streamChunks("Unrelated answer."))
-	sync_(t, m)
-	in := Input{RequestID: "r1", ConversationID: "conv-quick", Role: roles.General}
-	turn(t, m, parse(t, body("user", "My cat is called Miso.")), in, streamChunks("Nice name for a cat."))
-	req, res := turn(t, m, parse(t, body("user", "What is my cat called?")), in, streamChunks("Miso."))
-	want := []rc{{"user", "My cat is called Miso."}, {"assistant", "Nice name for a cat."}, {"user", "What is my cat called?"}}
-	if diff := cmp.Diff(want, roleContents(req.Messages)); diff != "" {
-		t.Errorf("request sent upstream (-want +got):\n%s", diff)
-	}
-	if res.Err != nil { // without the hurry: the load deadline (5 s) passes first
-		t.Errorf("result error: %v", res.Err)
-	}
-}
-
 func toolCallChunks() [][]byte {
 	return [][]byte{
 		[]byte(`{"choices":[{"index":0,"delta":{"role":"assistant","content":null,"tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"read_file","arguments":""}}]}}]}`),

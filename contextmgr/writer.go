@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -40,13 +39,6 @@ type writer struct {
 	rawHashes map[string]string
 	rawBytes  int
 
-	// pending counts each conversation's exchanges queued and not yet handled, so that
-	// a request that reads a conversation's history can wait for them (settled).
-	pmu     sync.Mutex
-	pending map[string]*pendingSaves
-	// hurry cuts a batch's linger short: a reader waits for one of its exchanges.
-	hurry chan struct{}
-
 	saved    atomic.Int64 // exchanges saved
 	messages atomic.Int64 // messages appended
 	dropped  atomic.Int64
@@ -54,79 +46,22 @@ type writer struct {
 	lastErr  atomic.Value // string
 }
 
-// pendingSaves is one conversation's queued exchanges; done is closed when n is back to 0.
-type pendingSaves struct {
-	n    int
-	done chan struct{}
-}
-
 func newWriter(store Store, size int, timeout time.Duration, log *slog.Logger) *writer {
-	w := &writer{store: store, log: log, timeout: timeout, linger: saveLinger, queue: storage.NewQueue[job](size),
-		pending: map[string]*pendingSaves{}, hurry: make(chan struct{}, 1)}
+	w := &writer{store: store, log: log, timeout: timeout, linger: saveLinger, queue: storage.NewQueue[job](size)}
 	go w.run()
 	return w
 }
 
 // enqueue queues an exchange without blocking; false means it was dropped.
 func (w *writer) enqueue(j job) bool {
-	w.pmu.Lock()
-	if w.pending == nil {
-		w.pending = map[string]*pendingSaves{}
-	}
-	p := w.pending[j.conv]
-	if p == nil {
-		p = &pendingSaves{done: make(chan struct{})}
-		w.pending[j.conv] = p
-	}
-	p.n++
-	w.pmu.Unlock()
 	if w.queue.Offer(j) {
 		return true
 	}
-	w.handled(j.conv)
 	n := w.dropped.Add(1)
 	if n == 1 || n%100 == 0 {
 		w.log.Warn("context store queue full, exchange not saved", "request_id", j.meta.RequestID, "dropped_total", n)
 	}
 	return false
-}
-
-// handled notes that one queued exchange of conv was saved, failed or dropped.
-func (w *writer) handled(conv string) {
-	w.pmu.Lock()
-	defer w.pmu.Unlock()
-	if p := w.pending[conv]; p != nil {
-		if p.n--; p.n <= 0 {
-			close(p.done)
-			delete(w.pending, conv)
-		}
-	}
-}
-
-// settled waits, up to ctx, until the exchanges of conv queued so far have been handled,
-// cutting the writer's linger short: a thin client's next turn can come a few
-// milliseconds after the answer, and its history must hold that exchange.
-func (w *writer) settled(ctx context.Context, conv string, timeout time.Duration) error {
-	w.pmu.Lock()
-	p := w.pending[conv]
-	w.pmu.Unlock()
-	if p == nil {
-		return nil
-	}
-	select {
-	case w.hurry <- struct{}{}:
-	default:
-	}
-	t := time.NewTimer(timeout)
-	defer t.Stop()
-	select {
-	case <-p.done:
-		return nil
-	case <-t.C:
-		return context.DeadlineExceeded
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }
 
 // delete runs a deletion after every save queued before it, waiting up to ctx.
@@ -180,14 +115,14 @@ func (w *writer) close(ctx context.Context) error {
 // maxSaveBatch caps how many queued exchanges one transaction saves.
 const maxSaveBatch = 64
 
-// saveLinger (a variable for tests) is how long a batch stays open for more exchanges
-// while they come in quickly (the previous one was taken less than saveLinger before):
-// under load one commit then serves several exchanges instead of each paying its own. An
-// exchange after a quiet spell is saved at once, and a flush, a deletion or a request
-// waiting for its conversation's history (settled) closes the batch at once. At 500
-// exchanges a second it saves ~17 % of the CPU per request against 2 ms (bench/run.sh,
-// roo-60k); 50 ms saved another ~4 % there and nothing at 2000 (bench/ab.sh), not kept.
-var saveLinger = 10 * time.Millisecond
+// saveLinger is how long a batch stays open for more exchanges while they come in quickly
+// (the previous one was taken less than saveLinger before): under load one commit then
+// serves several exchanges instead of each paying its own. An exchange after a quiet spell
+// is saved at once, and a flush or a deletion closes the batch at once. A coding agent's
+// next request of a conversation comes at least one model answer later, so a save that
+// lands 10 ms late is never missed; at 500 exchanges a second it saves ~17 % of the CPU
+// per request against 2 ms (bench/run.sh, roo-60k).
+const saveLinger = 10 * time.Millisecond
 
 func (w *writer) run() {
 	defer w.queue.Finish()
@@ -245,19 +180,11 @@ func (w *writer) run() {
 			}
 		}
 		if len(batch) > 1 && w.saveBatch(batch) {
-			w.handledAll(batch)
 			continue
 		}
 		for _, b := range batch {
 			w.saveOne(b)
-			w.handled(b.conv)
 		}
-	}
-}
-
-func (w *writer) handledAll(batch []job) {
-	for _, b := range batch {
-		w.handled(b.conv)
 	}
 }
 
@@ -276,8 +203,6 @@ func (w *writer) take(wait <-chan time.Time) (k job, open, got bool) {
 	case k, open = <-w.queue.Items():
 		return k, open, true
 	case <-wait:
-		return job{}, true, false
-	case <-w.hurry:
 		return job{}, true, false
 	}
 }
