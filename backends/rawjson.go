@@ -618,13 +618,22 @@ func StringEnd(b []byte, i int) int {
 // validated object b, or nil (also when b is not an object), as Lookup(SplitObject(b), key)
 // would: member names written with escapes are decoded, allocating only for them.
 func lookupTrusted(b []byte, key string) json.RawMessage {
-	var v json.RawMessage
-	eachMemberAt(b, 0, func(k []byte, from, to int) bool {
+	if from, to := memberSpan(b, 0, key); from >= 0 {
+		return b[from:to:to]
+	}
+	return nil
+}
+
+// memberSpan returns the offsets of the value of the first member named key of the valid
+// object at b[obj], or -1, -1.
+func memberSpan(b []byte, obj int, key string) (from, to int) {
+	from, to = -1, -1
+	eachMemberAt(b, obj, func(k []byte, f, t int) bool {
 		if string(k) == key {
-			v = b[from:to:to]
+			from, to = f, t
 			return true
 		}
 		return false
 	})
-	return v
+	return from, to
 }

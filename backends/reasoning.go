@@ -28,7 +28,7 @@ func addReasoningContent(data []byte, member string) []byte {
 		value []byte
 	}
 	var ins []insertion
-	choices := memberAt(data, 0, "choices")
+	choices, _ := memberSpan(data, 0, "choices")
 	if choices < 0 || data[choices] != '[' {
 		return nil
 	}
@@ -36,7 +36,7 @@ func addReasoningContent(data []byte, member string) []byte {
 		if data[c] != '{' {
 			return false
 		}
-		inner := memberAt(data, c, member)
+		inner, _ := memberSpan(data, c, member)
 		if inner < 0 || data[inner] != '{' {
 			return false
 		}
@@ -83,18 +83,4 @@ func addReasoningContent(data []byte, member string) []byte {
 		prev = in.at
 	}
 	return append(out, data[prev:]...)
-}
-
-// memberAt returns the offset of the value of the first member named key of the valid
-// object at b[obj], or -1.
-func memberAt(b []byte, obj int, key string) int {
-	at := -1
-	eachMemberAt(b, obj, func(k []byte, from, _ int) bool {
-		if string(k) == key {
-			at = from
-			return true
-		}
-		return false
-	})
-	return at
 }
