@@ -762,6 +762,11 @@ var addedTexts [64]atomic.Pointer[addedText]
 
 var addedSeed = maphash.MakeSeed()
 
+// maxAddedText is the longest text addedTexts keeps: a guidance block is about 1 KB, and a
+// context block (up to the context budget, different for every conversation) would only
+// hold memory, up to twice this per slot.
+const maxAddedText = 4 << 10
+
 type addedText struct {
 	text string
 	kind byte
@@ -770,7 +775,7 @@ type addedText struct {
 
 // addedJSON returns the JSON form kind of text, made by form when it is not remembered.
 func addedJSON(text string, kind byte, form func() json.RawMessage) json.RawMessage {
-	if len(text) > 16<<10 {
+	if len(text) > maxAddedText {
 		return form()
 	}
 	slot := &addedTexts[(maphash.String(addedSeed, text)+uint64(kind))%uint64(len(addedTexts))]
