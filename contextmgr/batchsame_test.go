@@ -354,9 +354,9 @@ func TestWriterLinger(t *testing.T) {
 	s := &signalStore{gatedBatchStore: g, saved: make(chan int, 16)}
 	w := &writer{store: s, log: slog.New(slog.DiscardHandler), timeout: 5 * time.Second, linger: time.Hour, queue: storage.NewQueue[job](64)}
 	go w.run()
-	defer w.close(context.Background())
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	defer w.close(ctx) // bounded: a writer stuck in its linger fails the test, not the run
 	wait := func(what string) int {
 		t.Helper()
 		select {
@@ -383,5 +383,50 @@ func TestWriterLinger(t *testing.T) {
 	}
 	if got := len(readState(t, db).Messages); got != 8 {
 		t.Errorf("%d messages stored, want 8", got)
+	}
+}
+
+// A writer that finds a full batch already queued saves it without lingering: a backlog
+// (after a slow commit) is not made to wait longer still.
+func TestWriterBacklogNotLingered(t *testing.T) {
+	st, db := openStore(t)
+	g := &gatedBatchStore{SQLiteStore: st, entered: make(chan struct{}), release: make(chan struct{})}
+	s := &signalStore{gatedBatchStore: g, saved: make(chan int, 16)}
+	w := &writer{store: s, log: slog.New(slog.DiscardHandler), timeout: 5 * time.Second, linger: time.Hour, queue: storage.NewQueue[job](4 * maxSaveBatch)}
+	go w.run()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	defer w.close(ctx) // bounded: a writer stuck in its linger fails the test, not the run
+	wait := func(what string) int {
+		t.Helper()
+		select {
+		case n := <-s.saved:
+			return n
+		case <-ctx.Done():
+			t.Fatalf("%s: not saved", what)
+			return 0
+		}
+	}
+	w.enqueue(exchangeJob("c", "r0", "p", ans("a0"), "user", "q0"))
+	<-g.entered // the writer is saving it: what follows queues up
+	n := maxSaveBatch + 3
+	for i := 1; i <= n; i++ {
+		w.enqueue(exchangeJob("c", fmt.Sprintf("r%d", i), "p", ans(fmt.Sprintf("a%d", i)), "user", fmt.Sprintf("q%d", i)))
+	}
+	close(g.release)
+	if got := wait("the first exchange"); got != 1 {
+		t.Errorf("first save of %d exchanges, want 1", got)
+	}
+	if got := wait("the backlog, without a flush"); got != maxSaveBatch {
+		t.Errorf("backlog saved %d exchanges at once, want %d", got, maxSaveBatch)
+	}
+	if err := w.sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := wait("the rest"); got != 3 {
+		t.Errorf("the rest saved %d exchanges at once, want 3", got)
+	}
+	if got := len(readState(t, db).Messages); got != 2*(n+1) {
+		t.Errorf("%d messages stored, want %d", got, 2*(n+1))
 	}
 }
