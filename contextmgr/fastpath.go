@@ -77,8 +77,11 @@ type FastPath struct {
 	hist       map[string]histEntry
 	histBytes  int        // sum of the cached entries' sizes
 	histGen    [64]uint64 // bumped per conversation stripe by Append and Delete
-	sims       map[simKey]*simLoad
-	simPending map[simKey]*simLoad
+	// histWriting counts the appends in progress per stripe: a load that ends while one is
+	// may hold its turns, which appended is about to add to the entry.
+	histWriting [64]int
+	sims        map[simKey]*simLoad
+	simPending  map[simKey]*simLoad
 
 	unknownHits atomic.Int64
 	histHits    atomic.Int64
@@ -105,6 +108,9 @@ type histEntry struct {
 	turns []Turn // never modified in place: appended turns go after them (see appended)
 	all   bool
 	size  int
+	// through is the last queued exchange of the conversation the entry holds (0: not
+	// known, an entry loaded from the store): the exchanges queued after it are not in it.
+	through uint64
 }
 
 // turnsSize approximates the memory turns hold.
@@ -285,7 +291,7 @@ func (f *FastPath) History(ctx context.Context, conversationID string, limit int
 // history answers from memory when it can; bounded lookups are subject to MaxLookups.
 func (f *FastPath) history(ctx context.Context, conversationID string, limit int, bounded bool) ([]Turn, error) {
 	st := f.stripe(conversationID)
-	h, gen, ok := f.historyFromMemory(conversationID, limit, true)
+	h, _, gen, ok := f.historyFromMemory(conversationID, limit, true)
 	if ok {
 		return h, nil
 	}
@@ -301,40 +307,42 @@ func (f *FastPath) history(ctx context.Context, conversationID string, limit int
 	}
 	e := histEntry{turns: tail(h, f.opt.HistoryTurns), all: len(h) <= f.opt.HistoryTurns && (limit <= 0 || len(h) < limit)}
 	f.mu.Lock()
-	if f.histGen[st] == gen { // no Append or Delete raced with the load
+	if f.histGen[st] == gen && f.histWriting[st] == 0 { // no Append or Delete raced with the load
 		f.putHist(conversationID, e)
 	}
 	f.mu.Unlock()
 	return h, nil
 }
 
-// historyFromMemory answers History from memory (ok), else returns the generation of the
-// conversation's stripe to load against.
-func (f *FastPath) historyFromMemory(conversationID string, limit int, countMiss bool) (turns []Turn, gen uint64, ok bool) {
+// historyFromMemory answers History from memory (ok), with the entry's through (see
+// histEntry), else returns the generation of the conversation's stripe to load against.
+func (f *FastPath) historyFromMemory(conversationID string, limit int, countMiss bool) (turns []Turn, through, gen uint64, ok bool) {
 	if !f.opt.Exclusive {
-		return nil, 0, false
+		return nil, 0, 0, false
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if _, known := f.known[f.idHash(conversationID)]; f.knownReady && !known {
 		f.unknownHits.Add(1)
-		return nil, 0, true
+		return nil, 0, 0, true
 	}
 	if e, cached := f.hist[conversationID]; cached && (e.all || (limit > 0 && limit <= len(e.turns))) {
 		f.histHits.Add(1)
-		return tail(e.turns, limit), 0, true
+		return tail(e.turns, limit), e.through, 0, true
 	}
 	if countMiss {
 		f.histMisses.Add(1)
 	}
-	return nil, f.histGen[f.stripe(conversationID)], false
+	return nil, 0, f.histGen[f.stripe(conversationID)], false
 }
 
 // cachedHistory is History when memory can answer it (ok), without touching the store: the
-// request path asks it first and starts a bounded lookup only when it cannot.
-func (f *FastPath) cachedHistory(conversationID string, limit int) ([]Turn, bool) {
-	h, _, ok := f.historyFromMemory(conversationID, limit, false)
-	return h, ok
+// request path asks it first and starts a bounded lookup only when it cannot. through is
+// the last queued exchange of the conversation the answer holds (0: not known; none for a
+// conversation that is not stored).
+func (f *FastPath) cachedHistory(conversationID string, limit int) (turns []Turn, through uint64, ok bool) {
+	turns, through, _, ok = f.historyFromMemory(conversationID, limit, false)
+	return turns, through, ok
 }
 
 // cachedSimilar is Similar when a fresh cached result answers it (ok).
@@ -378,8 +386,9 @@ func (f *FastPath) dropHist(conv string) {
 
 // Append implements Store: after the store took the turns, the caches follow.
 func (f *FastPath) Append(ctx context.Context, conversationID string, turns []Turn, meta Meta) error {
+	f.writing(AppendItem{Conv: conversationID})
 	err := f.inner.Append(ctx, conversationID, turns, meta)
-	return f.appended(conversationID, turns, err)
+	return f.appended(conversationID, turns, meta.seq, err)
 }
 
 // AppendBatch saves several conversations in one call when the inner store can (else one
@@ -393,11 +402,21 @@ func (f *FastPath) AppendBatch(ctx context.Context, items []AppendItem) error {
 		}
 		return errors.Join(errs...)
 	}
+	f.writing(items...)
 	err := ba.AppendBatch(ctx, items)
 	for _, it := range items {
-		f.appended(it.Conv, it.Turns, err)
+		f.appended(it.Conv, it.Turns, it.Meta.seq, err)
 	}
 	return err
+}
+
+// writing notes the items' appends in progress, each until appended.
+func (f *FastPath) writing(items ...AppendItem) {
+	f.mu.Lock()
+	for _, it := range items {
+		f.histWriting[f.stripe(it.Conv)]++
+	}
+	f.mu.Unlock()
 }
 
 // batchable reports whether AppendBatch saves in one transaction (the inner store batches).
@@ -406,13 +425,20 @@ func (f *FastPath) batchable() bool {
 	return ok
 }
 
-// appended updates the caches after turns were (err == nil) or may have been appended.
-func (f *FastPath) appended(conversationID string, turns []Turn, err error) error {
-	if err == nil && len(turns) == 0 {
-		return nil // nothing changed
-	}
+// appended updates the caches after turns were (err == nil) or may have been appended, by
+// the queued exchange seq (0: not queued).
+func (f *FastPath) appended(conversationID string, turns []Turn, seq uint64, err error) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.histWriting[f.stripe(conversationID)]--
+	if err == nil && len(turns) == 0 {
+		// Nothing changed, but the cached history is current up to seq.
+		if e, ok := f.hist[conversationID]; ok && seq > 0 {
+			e.through = max(e.through, seq)
+			f.hist[conversationID] = e
+		}
+		return nil
+	}
 	f.histGen[f.stripe(conversationID)]++
 	f.invalidateSimilar(func(l *simLoad) bool { return err != nil || l.exclude != conversationID })
 	if err != nil {
@@ -445,11 +471,11 @@ func (f *FastPath) appended(conversationID string, turns []Turn, err error) erro
 		if len(kept) > limit {
 			kept = kept[len(kept)-limit:]
 		}
-		f.putHist(conversationID, histEntry{turns: kept, all: e.all && len(all) <= limit})
+		f.putHist(conversationID, histEntry{turns: kept, all: e.all && len(all) <= limit, through: seq})
 	} else if f.knownReady && !wasKnown {
 		// A new conversation: these turns are all of it.
 		all := appendNormalized(make([]Turn, 0, len(turns)+limit), turns, at)
-		f.putHist(conversationID, histEntry{turns: all[max(len(all)-limit, 0):], all: len(all) <= limit})
+		f.putHist(conversationID, histEntry{turns: all[max(len(all)-limit, 0):], all: len(all) <= limit, through: seq})
 	}
 	return nil
 }

@@ -277,7 +277,7 @@ func (m *Manager) Enrich(ctx context.Context, req *backends.ChatRequest, in Inpu
 	}
 
 	var res Result
-	var hist []Turn
+	var hist history
 	var sims []Interaction
 	var errs []error
 	needHist := thin && m.cfg.HistoryTurns > 0
@@ -285,7 +285,7 @@ func (m *Manager) Enrich(ctx context.Context, req *backends.ChatRequest, in Inpu
 	// What memory answers needs no lookup, no goroutine and no deadline.
 	if ml, ok := m.store.(memoryLookups); ok {
 		if needHist {
-			if h, ok := ml.cachedHistory(in.ConversationID, m.cfg.HistoryTurns); ok {
+			if h, ok := m.memoryHistory(ml, in.ConversationID, &req.Messages[first], firstTurn); ok {
 				hist, needHist = h, false
 			}
 		}
@@ -302,13 +302,13 @@ func (m *Manager) Enrich(ctx context.Context, req *backends.ChatRequest, in Inpu
 			v   T
 			err error
 		}
-		var histc chan loaded[[]Turn]
+		var histc chan loaded[history]
 		var simc chan loaded[[]Interaction]
 		if needHist {
-			histc = make(chan loaded[[]Turn], 1)
+			histc = make(chan loaded[history], 1)
 			go func() {
-				h, err := m.store.History(ctx, in.ConversationID, m.cfg.HistoryTurns)
-				histc <- loaded[[]Turn]{h, err}
+				h, err := m.loadHistory(ctx, in.ConversationID, &req.Messages[first], firstTurn)
+				histc <- loaded[history]{h, err}
 			}()
 		}
 		if needSim {
@@ -338,13 +338,13 @@ func (m *Manager) Enrich(ctx context.Context, req *backends.ChatRequest, in Inpu
 	res.Err = errors.Join(errs...)
 
 	// History for a thin client, unless the request already starts with stored turns.
-	if len(hist) > 0 {
-		if !containsTurn(hist, firstTurn) {
+	if len(hist.turns) > 0 {
+		if !hist.known {
 			room := budget
 			if m.cfg.SimilarLimit > 0 {
 				room = budget * 2 / 3
 			}
-			add := fitHistory(hist, room)
+			add := fitHistory(hist.turns, room)
 			if len(add) > 0 {
 				at := 0
 				for at < len(req.Messages) && isSystem(req.Messages[at].Role) {
@@ -396,6 +396,77 @@ func (m *Manager) Enrich(ctx context.Context, req *backends.ChatRequest, in Inpu
 			"failures_total", m.failures.Load(), "err", res.Err)
 	}
 	return res
+}
+
+// history is a thin client's conversation as Enrich reads it: its recent turns, and
+// whether the request's first turn is already among the conversation's turns (stored or
+// queued), in which case the request starts with them and nothing is prepended.
+type history struct {
+	turns []Turn
+	known bool
+}
+
+// memoryHistory is a thin client's history when memory answers it (ok): the fast path's
+// cached turns completed with what the queued saves will add. An entry that does not know
+// up to which queued exchange it is current, while one of them is being written, is not
+// answered (loadHistory waits for that write).
+func (m *Manager) memoryHistory(ml memoryLookups, conv string, firstMsg *backends.Message, first Turn) (history, bool) {
+	for range 4 {
+		from := m.w.handled()
+		h, through, ok := ml.cachedHistory(conv, m.cfg.HistoryTurns)
+		if !ok {
+			return history{}, false
+		}
+		hist, wait := m.withQueued(conv, h, firstMsg, first, through, from)
+		if wait == nil {
+			return hist, true
+		}
+		if wait != closedCh {
+			return history{}, false
+		}
+		// Exchanges were handled meanwhile: read again, from memory.
+	}
+	return history{}, false
+}
+
+// loadHistory reads a conversation's recent turns, completed with what the saves queued
+// before it will add (see withQueued), waiting for a save of the conversation that is
+// being written.
+func (m *Manager) loadHistory(ctx context.Context, conv string, firstMsg *backends.Message, first Turn) (history, error) {
+	ml, _ := m.store.(memoryLookups)
+	for {
+		if ml != nil {
+			if h, ok := m.memoryHistory(ml, conv, firstMsg, first); ok {
+				return h, nil
+			}
+		}
+		from := m.w.handled()
+		h, err := m.store.History(ctx, conv, m.cfg.HistoryTurns)
+		if err != nil {
+			return history{}, err
+		}
+		hist, wait := m.withQueued(conv, h, firstMsg, first, 0, from)
+		if wait == nil {
+			return hist, nil
+		}
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			return history{}, fmt.Errorf("contextmgr: loading history: %w", ctx.Err())
+		}
+	}
+}
+
+// withQueued completes turns, read after everything queued up to from was handled, with
+// the turns the conversation's queued saves will add: a thin client's next turn, sent
+// before the writer got to its previous exchange, gets that exchange too. through is the
+// last exchange turns is known to hold (0: unknown). A non-nil wait means turns cannot be
+// completed: read them again once wait is closed.
+func (m *Manager) withQueued(conv string, turns []Turn, firstMsg *backends.Message, first Turn, through, from uint64) (history, <-chan struct{}) {
+	if len(turns) > 0 && containsTurn(turns, first) {
+		return history{turns: turns, known: true}, nil
+	}
+	return m.w.queuedTurns(conv, turns, firstMsg, first, through, from, through > 0, m.cfg.HistoryTurns)
 }
 
 // cachedBlock is a rendered similar-interactions block and the number of items in it.
@@ -536,7 +607,7 @@ func addSystem(req *backends.ChatRequest, text string) {
 // is behind it (FastPath): Enrich asks it first and starts bounded lookups, each on its
 // own goroutine under the load deadline, only for what it cannot answer.
 type memoryLookups interface {
-	cachedHistory(conversationID string, limit int) ([]Turn, bool)
+	cachedHistory(conversationID string, limit int) (turns []Turn, through uint64, ok bool)
 	cachedSimilar(query, exclude, profile string, limit int) ([]Interaction, bool)
 }
 

@@ -41,6 +41,9 @@ type Meta struct {
 	Role      string
 	// Profile is the profile the exchange was served under ("": none given).
 	Profile string
+	// seq is the exchange's place in the writer's queue (0: not queued): the fast path's
+	// history cache notes up to which exchange it is current.
+	seq uint64
 }
 
 // Store keeps conversations. The embedded SQLite store and the MCP store implement it.
