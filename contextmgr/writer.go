@@ -155,9 +155,9 @@ const maxSaveBatch = 64
 // serves several exchanges instead of each paying its own. An exchange after a quiet spell
 // is saved at once, and a flush or a deletion closes the batch at once. A history read
 // does not wait for the linger: what is queued is read from memory (queuedTurns). At 500
-// exchanges a second it saves ~17 % of the CPU per request against 2 ms (bench/run.sh,
-// roo-60k).
-const saveLinger = 10 * time.Millisecond
+// exchanges a second, 50 ms against 10 ms saves ~11 % of the CPU per request (bench/ab.sh,
+// roo-60k), 10 ms against 2 ms ~17 % more.
+const saveLinger = 50 * time.Millisecond
 
 func (w *writer) run() {
 	defer w.queue.Finish()
