@@ -164,6 +164,7 @@ func (w *writer) run() {
 	batching := w.batching()
 	var next *job
 	var lastTaken time.Time // when the writer last took an exchange
+	var buf []job           // the batches' array, reused
 	for {
 		var j job
 		if next != nil {
@@ -190,7 +191,7 @@ func (w *writer) run() {
 		// Take what else is queued (up to a flush or a deletion, which keep their place)
 		// into one transaction, in arrival order; exchanges of one conversation are planned
 		// in that order, each counting what the earlier ones add.
-		batch := []job{j}
+		batch := append(buf, j)
 		if batching {
 			var wait <-chan time.Time
 			var timer *time.Timer
@@ -221,6 +222,8 @@ func (w *writer) run() {
 			}
 		}
 		w.land(batch)
+		clear(batch) // holds nothing of the saved exchanges while idle
+		buf = batch[:0]
 	}
 }
 
