@@ -246,7 +246,7 @@ func (w *writer) land(batch []job) {
 		}
 		w.landed.Store(max(w.landed.Load(), j.seq))
 		list := w.pending[j.conv]
-		if len(list) > 0 && list[0].seq == j.seq { // queue order: always the first
+		for len(list) > 0 && list[0].seq <= j.seq { // queue order: j is the first
 			list[0] = nil
 			list = list[1:]
 		}
