@@ -2,6 +2,7 @@ package contextmgr
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"testing"
 
@@ -200,5 +201,66 @@ func TestHistoryReadDuringSaveNotDoubled(t *testing.T) {
 	}
 	if d := cmp.Diff(wantStored, turnsRC(got)); d != "" {
 		t.Errorf("stored conversation (-want +got):\n%s", d)
+	}
+}
+
+// Thin clients that send each turn as soon as the previous answer is in, several at once,
+// while the writer saves in the background at its own pace: every turn goes upstream with
+// the whole conversation before it, whether its exchanges are stored, queued or being
+// written, and the store ends with each turn once.
+func TestRapidThinClients(t *testing.T) {
+	cfg := testConfig()
+	cfg.SimilarLimit = 0 // only the conversation's own history
+	st, _ := openStore(t)
+	m := newTestManager(t, cfg, st)
+	const clients, turns = 4, 10
+	sys := "You are terse."
+	q := func(c, i int) string { return fmt.Sprintf("client %d question %d", c, i) }
+	a := func(c, i int) string { return fmt.Sprintf("client %d answer %d", c, i) }
+	var wg sync.WaitGroup
+	errs := make(chan string, clients*turns)
+	for c := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			in := Input{RequestID: "r", ConversationID: fmt.Sprintf("rapid-%d", c), Role: roles.General}
+			for i := range turns {
+				req := parse(t, body("system", sys, "user", q(c, i)))
+				m.Enrich(context.Background(), req, in)
+				want := []rc{{"system", sys}}
+				for k := range i {
+					want = append(want, rc{"user", q(c, k)}, rc{"assistant", a(c, k)})
+				}
+				want = append(want, rc{"user", q(c, i)})
+				if d := cmp.Diff(want, roleContents(req.Messages)); d != "" {
+					errs <- fmt.Sprintf("client %d turn %d sent upstream (-want +got):\n%s", c, i, d)
+					return
+				}
+				tr := m.Track(req, in)
+				for _, ch := range streamChunks(a(c, i)) {
+					tr.Chunk(ch)
+				}
+				tr.Finish(true)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
+	}
+	sync_(t, m)
+	for c := range clients {
+		got, err := st.History(context.Background(), fmt.Sprintf("rapid-%d", c), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var want []rc
+		for i := range turns {
+			want = append(want, rc{"user", q(c, i)}, rc{"assistant", a(c, i)})
+		}
+		if d := cmp.Diff(want, turnsRC(got)); d != "" {
+			t.Errorf("client %d: stored conversation (-want +got):\n%s", c, d)
+		}
 	}
 }
