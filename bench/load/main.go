@@ -137,8 +137,8 @@ func main() {
 				r.PeakRSSKiB = vmHWM(t.PID)
 				r.Body, r.Phase, r.Target = bname, ph.name, t.Name
 				rep.Results = append(rep.Results, r)
-				log.Printf("%-8s %-8s %-6s req=%d err=%d p50=%.0fµs p99=%.0fµs rps=%.0f cpu=%.1fµs/req",
-					bname, ph.name, t.Name, r.Requests, r.Errors, r.P50us, r.P99us, r.RPS, r.CPUus)
+				log.Printf("%-8s %-8s %-6s req=%d err=%d p50=%.0fµs p99=%.0fµs rps=%.0f cpu=%.1fµs/req rss=%.1fMiB",
+					bname, ph.name, t.Name, r.Requests, r.Errors, r.P50us, r.P99us, r.RPS, r.CPUus, float64(r.PeakRSSKiB)/1024)
 			}
 		}
 		for _, t := range rep.targets {
@@ -153,7 +153,8 @@ func main() {
 			r.PeakRSSKiB = vmHWM(t.PID)
 			r.Body, r.Phase, r.Target = bname, "stream", t.Name
 			rep.Results = append(rep.Results, r)
-			log.Printf("%-8s %-8s %-6s req=%d err=%d ttfb p50=%.0fµs p99=%.0fµs", bname, "stream", t.Name, r.Requests, r.Errors, r.P50us, r.P99us)
+			log.Printf("%-8s %-8s %-6s req=%d err=%d ttfb p50=%.0fµs p99=%.0fµs rss=%.1fMiB", bname, "stream", t.Name, r.Requests, r.Errors, r.P50us, r.P99us,
+				float64(r.PeakRSSKiB)/1024)
 		}
 	}
 	for _, r := range rep.Results {
