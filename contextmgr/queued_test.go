@@ -209,10 +209,26 @@ func TestHistoryReadDuringSaveNotDoubled(t *testing.T) {
 // the whole conversation before it, whether its exchanges are stored, queued or being
 // written, and the store ends with each turn once.
 func TestRapidThinClients(t *testing.T) {
+	t.Run("embedded store", func(t *testing.T) {
+		st, _ := openStore(t)
+		rapidThinClients(t, st, st)
+	})
+	// A store the proxy does not own (an MCP server): no cache, every history is read from the
+	// store and waits out a save of the conversation that is being written.
+	t.Run("store read every time", func(t *testing.T) {
+		st, _ := openStore(t)
+		rapidThinClients(t, foreignStore{st}, st)
+	})
+}
+
+// foreignStore is the embedded store under another type: the manager treats it as a store
+// it does not own (no history cache).
+type foreignStore struct{ *SQLiteStore }
+
+func rapidThinClients(t *testing.T, store Store, st *SQLiteStore) {
 	cfg := testConfig()
 	cfg.SimilarLimit = 0 // only the conversation's own history
-	st, _ := openStore(t)
-	m := newTestManager(t, cfg, st)
+	m := newTestManager(t, cfg, store)
 	const clients, turns = 4, 10
 	sys := "You are terse."
 	q := func(c, i int) string { return fmt.Sprintf("client %d question %d", c, i) }
