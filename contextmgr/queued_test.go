@@ -2,6 +2,7 @@ package contextmgr
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"sync"
 	"testing"
@@ -136,11 +137,19 @@ func TestThinClientSeesQueuedExchange(t *testing.T) {
 
 			// The same question again while the first is queued (a retry, a concurrent twin) starts
 			// with a turn the conversation has, as when that turn is stored: nothing is prepended.
+			// The same, its text sent as a content-part array (other bytes, the same turn).
 			twinIn := in
 			twinIn.NoStore = true
-			twin, _ := turn(t, m, parse(t, body("system", sys, "user", qs[last])), twinIn, streamChunks(as[last]))
-			if d := cmp.Diff([]rc{{"system", sys}, {"user", qs[last]}}, roleContents(twin.Messages)); d != "" {
-				t.Errorf("request repeating a queued turn, sent upstream (-want +got):\n%s", d)
+			parts, _ := json.Marshal([]map[string]string{{"type": "text", "text": qs[last]}})
+			sysJSON, _ := json.Marshal(sys)
+			for _, twinBody := range []string{
+				body("system", sys, "user", qs[last]),
+				`{"model":"auto","messages":[{"role":"system","content":` + string(sysJSON) + `},{"role":"user","content":` + string(parts) + `}]}`,
+			} {
+				twin, _ := turn(t, m, parse(t, twinBody), twinIn, streamChunks(as[last]))
+				if d := cmp.Diff([]rc{{"system", sys}, {"user", qs[last]}}, roleContents(twin.Messages)); d != "" {
+					t.Errorf("request repeating a queued turn (%s), sent upstream (-want +got):\n%s", twinBody, d)
+				}
 			}
 
 			close(h.release)

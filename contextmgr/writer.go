@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -301,17 +300,12 @@ func (w *writer) queuedTurns(conv string, hist []Turn, firstMsg *backends.Messag
 	n, oldest := 0, len(list)
 	for oldest > 0 && (limit <= 0 || n < limit) && list[oldest-1].seq > after {
 		oldest--
-		if list[oldest].carries(firstMsg) {
-			h.known = true
+		p := list[oldest]
+		if p.carries(firstMsg) || containsTurn(p.added(), first) {
+			h.known = true // the test a stored history gets (withQueued)
 			return h, nil
 		}
-		for _, t := range list[oldest].added() {
-			if sameTurn(t, first) {
-				h.known = true
-				return h, nil
-			}
-			n++
-		}
+		n += len(p.turns)
 	}
 	if n == 0 {
 		return h, nil
@@ -334,12 +328,6 @@ func (w *writer) queuedTurns(conv string, hist []Turn, firstMsg *backends.Messag
 	}
 	h.turns = out
 	return h, nil
-}
-
-// sameTurn reports whether a and b are the same turn as saved (the text trimmed).
-func sameTurn(a, b Turn) bool {
-	return a.Role == b.Role && a.ToolCallID == b.ToolCallID && bytes.Equal(a.ToolCalls, b.ToolCalls) &&
-		strings.TrimSpace(a.Content) == strings.TrimSpace(b.Content)
 }
 
 // newTurns is where the request's new turn starts in p.msgs: after the last answer.
