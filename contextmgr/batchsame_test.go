@@ -341,6 +341,19 @@ func (s *signalStore) AppendBatch(ctx context.Context, items []AppendItem) error
 	return err
 }
 
+// next waits for the next save and returns how many exchanges it held; nothing saved
+// before ctx ends fails t.
+func (s *signalStore) next(ctx context.Context, t *testing.T, what string) int {
+	t.Helper()
+	select {
+	case n := <-s.saved:
+		return n
+	case <-ctx.Done():
+		t.Fatalf("%s: not saved", what)
+		return 0
+	}
+}
+
 func (s *signalStore) Append(ctx context.Context, conv string, turns []Turn, meta Meta) error {
 	return s.AppendBatch(ctx, []AppendItem{{Conv: conv, Turns: turns, Meta: meta}})
 }
@@ -357,18 +370,8 @@ func TestWriterLinger(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	defer w.close(ctx) // bounded: a writer stuck in its linger fails the test, not the run
-	wait := func(what string) int {
-		t.Helper()
-		select {
-		case n := <-s.saved:
-			return n
-		case <-ctx.Done():
-			t.Fatalf("%s: not saved", what)
-			return 0
-		}
-	}
 	w.enqueue(exchangeJob("c", "r1", "p", ans("a1"), "user", "q1"))
-	if n := wait("the first exchange, without a flush"); n != 1 {
+	if n := s.next(ctx, t, "the first exchange, without a flush"); n != 1 {
 		t.Errorf("first save of %d exchanges, want 1", n)
 	}
 	// Taken right after the first: the writer waits for more, until the flush.
@@ -378,7 +381,7 @@ func TestWriterLinger(t *testing.T) {
 	if err := w.sync(ctx); err != nil {
 		t.Fatalf("flush during a lingering batch: %v", err)
 	}
-	if n := wait("the lingering batch"); n != 3 {
+	if n := s.next(ctx, t, "the lingering batch"); n != 3 {
 		t.Errorf("lingering batch saved %d exchanges, want the 3 queued", n)
 	}
 	if got := len(readState(t, db).Messages); got != 8 {
@@ -397,16 +400,6 @@ func TestWriterBacklogNotLingered(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	defer w.close(ctx) // bounded: a writer stuck in its linger fails the test, not the run
-	wait := func(what string) int {
-		t.Helper()
-		select {
-		case n := <-s.saved:
-			return n
-		case <-ctx.Done():
-			t.Fatalf("%s: not saved", what)
-			return 0
-		}
-	}
 	w.enqueue(exchangeJob("c", "r0", "p", ans("a0"), "user", "q0"))
 	<-g.entered // the writer is saving it: what follows queues up
 	n := maxSaveBatch + 3
@@ -414,16 +407,16 @@ func TestWriterBacklogNotLingered(t *testing.T) {
 		w.enqueue(exchangeJob("c", fmt.Sprintf("r%d", i), "p", ans(fmt.Sprintf("a%d", i)), "user", fmt.Sprintf("q%d", i)))
 	}
 	close(g.release)
-	if got := wait("the first exchange"); got != 1 {
+	if got := s.next(ctx, t, "the first exchange"); got != 1 {
 		t.Errorf("first save of %d exchanges, want 1", got)
 	}
-	if got := wait("the backlog, without a flush"); got != maxSaveBatch {
+	if got := s.next(ctx, t, "the backlog, without a flush"); got != maxSaveBatch {
 		t.Errorf("backlog saved %d exchanges at once, want %d", got, maxSaveBatch)
 	}
 	if err := w.sync(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if got := wait("the rest"); got != 3 {
+	if got := s.next(ctx, t, "the rest"); got != 3 {
 		t.Errorf("the rest saved %d exchanges at once, want 3", got)
 	}
 	if got := len(readState(t, db).Messages); got != 2*(n+1) {

@@ -121,6 +121,19 @@ func turnsRC(ts []Turn) []rc {
 	return out
 }
 
+// checkStored fails t unless the store holds conv as want, and returns what it holds.
+func checkStored(t *testing.T, st Store, conv string, want []rc) []Turn {
+	t.Helper()
+	got, err := st.History(context.Background(), conv, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff(want, turnsRC(got)); d != "" {
+		t.Errorf("stored conversation %s (-want +got):\n%s", conv, d)
+	}
+	return got
+}
+
 func TestThinClientGetsHistory(t *testing.T) {
 	st, _ := openStore(t)
 	m := newTestManager(t, testConfig(), st)
@@ -211,17 +224,10 @@ func TestFullHistoryClientNoDuplication(t *testing.T) {
 	}
 	sync_(t, m)
 
-	got, err := st.History(context.Background(), conv, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := []rc{
+	got := checkStored(t, st, conv, []rc{
 		{"user", u1}, {"assistant", ""}, {"tool", "package orders\n\nfunc (s *Service) ListOrders() {}\n"},
 		{"assistant", "I will add limit and offset."}, {"user", "Also update the tests."}, {"assistant", "Done."},
-	}
-	if diff := cmp.Diff(want, turnsRC(got)); diff != "" {
-		t.Errorf("stored conversation (-want +got):\n%s", diff)
-	}
+	})
 	// The first turn sent again (a retry, a restarted task) already starts with a stored
 	// turn: it gets no history, which would repeat its own question.
 	retry := parse(t, body("system", sys, "user", u1))

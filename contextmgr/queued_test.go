@@ -154,17 +154,11 @@ func TestThinClientSeesQueuedExchange(t *testing.T) {
 
 			close(h.release)
 			sync_(t, m)
-			got, err := st.History(context.Background(), conv, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
 			var wantStored []rc
 			for i := range qs {
 				wantStored = append(wantStored, rc{"user", qs[i]}, rc{"assistant", as[i]})
 			}
-			if d := cmp.Diff(wantStored, turnsRC(got)); d != "" {
-				t.Errorf("stored conversation (-want +got):\n%s", d)
-			}
+			checkStored(t, st, conv, wantStored)
 		})
 	}
 }
@@ -199,18 +193,11 @@ func TestHistoryReadDuringSaveNotDoubled(t *testing.T) {
 		t.Errorf("request sent upstream (-want +got):\n%s", d)
 	}
 	sync_(t, m)
-	got, err := st.History(context.Background(), conv, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	wantStored := []rc{
+	checkStored(t, st, conv, []rc{
 		{"user", "My cat is called Miso."}, {"assistant", "Nice name."},
 		{"user", "She is three years old."}, {"assistant", "Noted."},
 		{"user", "How old is she?"}, {"assistant", "Three."},
-	}
-	if d := cmp.Diff(wantStored, turnsRC(got)); d != "" {
-		t.Errorf("stored conversation (-want +got):\n%s", d)
-	}
+	})
 }
 
 // Thin clients that send each turn as soon as the previous answer is in, several at once,
@@ -276,16 +263,10 @@ func rapidThinClients(t *testing.T, store Store, st *SQLiteStore) {
 	}
 	sync_(t, m)
 	for c := range clients {
-		got, err := st.History(context.Background(), fmt.Sprintf("rapid-%d", c), 0)
-		if err != nil {
-			t.Fatal(err)
-		}
 		var want []rc
 		for i := range turns {
 			want = append(want, rc{"user", q(c, i)}, rc{"assistant", a(c, i)})
 		}
-		if d := cmp.Diff(want, turnsRC(got)); d != "" {
-			t.Errorf("client %d: stored conversation (-want +got):\n%s", c, d)
-		}
+		checkStored(t, st, fmt.Sprintf("rapid-%d", c), want)
 	}
 }
