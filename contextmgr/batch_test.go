@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"runtime/metrics"
 	"sync"
 	"testing"
 	"time"
@@ -90,4 +91,37 @@ func TestWriterBatchesQueuedSaves(t *testing.T) {
 		}
 	}
 	_ = w.close(context.Background())
+}
+
+// TestAppendBatchNoGoroutinePerStatement: a save batch runs its statements on the writer's
+// goroutine. go-sqlite3 starts a goroutine for every statement given a cancellable
+// context: two per saved answer (the message and its index entry), a cost on every
+// proxied request (bench/ab.sh) until storage.StmtContext.
+func TestAppendBatchNoGoroutinePerStatement(t *testing.T) {
+	st, _ := openStore(t)
+	const convs, perConv = 10, 10
+	var items []AppendItem
+	for i := range convs * perConv {
+		items = append(items, AppendItem{Conv: fmt.Sprintf("conv-%d", i%convs), Meta: Meta{RequestID: fmt.Sprintf("req-%d", i)},
+			Turns: []Turn{{Role: "assistant", Content: fmt.Sprintf("answer number %d about goroutines", i)}}})
+	}
+	s := []metrics.Sample{{Name: "/sched/goroutines-created:goroutines"}}
+	metrics.Read(s)
+	before := s[0].Value.Uint64()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := st.AppendBatch(ctx, items); err != nil {
+		t.Fatal(err)
+	}
+	metrics.Read(s)
+	created := s[0].Value.Uint64() - before
+	for c := range convs {
+		h, err := st.History(ctx, fmt.Sprintf("conv-%d", c), 0)
+		if err != nil || len(h) != perConv {
+			t.Fatalf("conv-%d: %d turns stored (err %v), want %d", c, len(h), err, perConv)
+		}
+	}
+	if created >= convs*perConv/4 {
+		t.Errorf("saving %d answers started %d goroutines, want a few per transaction", convs*perConv, created)
+	}
 }

@@ -162,6 +162,7 @@ func (s *SQLiteStore) AppendBatch(ctx context.Context, items []AppendItem) error
 		return fmt.Errorf("contextmgr: saving: %w", err)
 	}
 	defer tx.Rollback()
+	ctx = storage.StmtContext(ctx)
 	for _, conv := range order {
 		c := convs[conv]
 		// A conversation continued under another profile belongs to neither: its profile

@@ -164,6 +164,7 @@ func (w *UsageWriter) insert(batch []Usage) error {
 		return fmt.Errorf("storage: begin: %w", err)
 	}
 	defer tx.Rollback()
+	ctx = StmtContext(ctx)
 	stmt, err := tx.PrepareContext(ctx, insertUsage)
 	if err != nil {
 		return fmt.Errorf("storage: prepare: %w", err)

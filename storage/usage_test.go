@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"runtime/metrics"
 	"testing"
 	"time"
 
@@ -239,5 +240,36 @@ func TestOpenOddPaths(t *testing.T) {
 				t.Errorf("database file %q (%v), want %q", file, err, path)
 			}
 		})
+	}
+}
+
+// goroutinesCreated is how many goroutines the process has started so far.
+func goroutinesCreated() uint64 {
+	s := []metrics.Sample{{Name: "/sched/goroutines-created:goroutines"}}
+	metrics.Read(s)
+	return s[0].Value.Uint64()
+}
+
+// TestUsageWriterNoGoroutinePerRow: the writer runs its inserts on its own goroutine.
+// go-sqlite3 starts a goroutine for every statement given a cancellable context, which
+// cost CPU on every proxied request (bench/ab.sh) until storage.StmtContext.
+func TestUsageWriterNoGoroutinePerRow(t *testing.T) {
+	db := openDB(t, filepath.Join(t.TempDir(), "usage.db"))
+	defer db.Close()
+	const rows = 200
+	w := storage.NewUsageWriter(db, slog.New(slog.DiscardHandler), rows, time.Hour)
+	before := goroutinesCreated()
+	for i := range rows {
+		if !w.Record(row(i)) {
+			t.Fatalf("row %d dropped", i)
+		}
+	}
+	closeWriter(t, w)
+	created := goroutinesCreated() - before
+	if n := len(requestIDs(t, db)); n != rows {
+		t.Fatalf("%d rows stored, want %d", n, rows)
+	}
+	if created >= rows/4 {
+		t.Errorf("writing %d rows started %d goroutines, want a few per transaction", rows, created)
 	}
 }
