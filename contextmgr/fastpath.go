@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -612,24 +611,4 @@ func fastPathStats(store Store) *FastPathStats {
 		return &s
 	}
 	return nil
-}
-
-// containsTurn reports whether a turn with t's hash is among turns, hashing only the turns
-// that share role, trimmed text and tool call id with t (equal hashes imply those are
-// equal): stored history is not hashed, nor are its tool calls decoded, on every request.
-func containsTurn(turns []Turn, t Turn) bool {
-	content := strings.TrimSpace(t.Content)
-	h := ""
-	for _, c := range turns {
-		if c.Role != t.Role || c.ToolCallID != t.ToolCallID || strings.TrimSpace(c.Content) != content {
-			continue
-		}
-		if h == "" {
-			h = t.hash()
-		}
-		if c.hash() == h {
-			return true
-		}
-	}
-	return false
 }

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
-	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -327,10 +326,10 @@ func TestFastPathSimilarSharesOneSearch(t *testing.T) {
 	}
 }
 
-// TestTurnIndexAgreesWithHashes: containsTurn answers exactly what a set of Turn.hash would,
-// for turns that differ only in what the hash reads (tool call ids and names) or ignores
-// (surrounding space, argument text).
-func TestTurnIndexAgreesWithHashes(t *testing.T) {
+// TestTurnHashReads: a turn's hash, by which the writer tells stored turns from new ones,
+// reads the role, the trimmed text, tool call ids and function names, and not the
+// arguments' text.
+func TestTurnHashReads(t *testing.T) {
 	call := func(id, name, args string) json.RawMessage {
 		return json.RawMessage(`[{"id":"` + id + `","type":"function","function":{"name":"` + name + `","arguments":"` + args + `"}}]`)
 	}
@@ -340,29 +339,27 @@ func TestTurnIndexAgreesWithHashes(t *testing.T) {
 		{Role: "tool", Content: "a.go b.go", ToolCallID: "call_1"},
 		{Role: "assistant", Content: "two files"},
 	}
-	asked := []Turn{
-		{Role: "user", Content: "  list the files\n"},                                   // same after trimming
-		{Role: "user", Content: "list the file"},                                        // different text
-		{Role: "assistant", Content: "list the files"},                                  // different role
-		{Role: "assistant", ToolCalls: call("call_1", "list_files", `{\"x\":1}`)},       // arguments are not hashed
-		{Role: "assistant", ToolCalls: call("call_2", "list_files", "{}")},              // another call id
-		{Role: "assistant", ToolCalls: call("call_1", "read_file", "{}")},               // another function
-		{Role: "tool", Content: "a.go b.go", ToolCallID: "call_2"},                      // answers another call
-		{Role: "tool", Content: "a.go b.go", ToolCallID: "call_1"},                      // the stored result
-		{Role: "assistant", Content: "two files", ToolCalls: call("call_9", "x", "{}")}, // text alike, calls not
-	}
 	set := map[string]bool{}
 	for _, s := range stored {
 		set[s.hash()] = true
 	}
-	var want, got []bool
-	for _, a := range asked {
-		want, got = append(want, set[a.hash()]), append(got, containsTurn(stored, a))
-	}
-	if d := cmp.Diff(want, got); d != "" {
-		t.Errorf("index vs hash set (-hashes +index):\n%s", d)
-	}
-	if n := len(slices.DeleteFunc(want, func(b bool) bool { return !b })); n != 3 {
-		t.Errorf("%d asked turns are stored by hash; the table expects 3 (trimmed user, same call with other arguments, the tool result)", n)
+	for _, tc := range []struct {
+		asked  Turn
+		stored bool
+		why    string
+	}{
+		{Turn{Role: "user", Content: "  list the files\n"}, true, "same after trimming"},
+		{Turn{Role: "user", Content: "list the file"}, false, "different text"},
+		{Turn{Role: "assistant", Content: "list the files"}, false, "different role"},
+		{Turn{Role: "assistant", ToolCalls: call("call_1", "list_files", `{\"x\":1}`)}, true, "arguments are not hashed"},
+		{Turn{Role: "assistant", ToolCalls: call("call_2", "list_files", "{}")}, false, "another call id"},
+		{Turn{Role: "assistant", ToolCalls: call("call_1", "read_file", "{}")}, false, "another function"},
+		{Turn{Role: "tool", Content: "a.go b.go", ToolCallID: "call_2"}, false, "answers another call"},
+		{Turn{Role: "tool", Content: "a.go b.go", ToolCallID: "call_1"}, true, "the stored result"},
+		{Turn{Role: "assistant", Content: "two files", ToolCalls: call("call_9", "x", "{}")}, false, "text alike, calls not"},
+	} {
+		if got := set[tc.asked.hash()]; got != tc.stored {
+			t.Errorf("%+v (%s): hashes like a stored turn = %v, want %v", tc.asked, tc.why, got, tc.stored)
+		}
 	}
 }

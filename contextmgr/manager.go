@@ -44,6 +44,13 @@ type Input struct {
 	// client sent it, before any stage added to it; the handler computes it once): like a
 	// helper, it is neither enriched nor saved.
 	Condensing bool
+	// DerivedConversation says ConversationID was derived from the request's first messages
+	// (ConversationID without a conversation_id or X-Conversation-ID). Such a request starts
+	// its conversation by construction: a thin one (user turns only) gets no history. With
+	// an id the client gave, a thin request is the conversation's next turn: the stored
+	// history goes before it, and its turns are saved as new ones even when the same words
+	// were said before ("yes", "continue").
+	DerivedConversation bool
 }
 
 // Result says what Enrich added.
@@ -224,7 +231,7 @@ func (m *Manager) budgetChars(in Input) int {
 }
 
 // Enrich adds context to req within the budget; it never fails the request. A thin client
-// (only the new turn of a known conversation) gets its stored history back as real turns;
+// (only the new turn of a conversation it names) gets its stored history back as real turns;
 // similar past interactions from other conversations go into the system area as one
 // delimited block. Tool-result turns and context-condensing requests get nothing.
 func (m *Manager) Enrich(ctx context.Context, req *backends.ChatRequest, in Input) Result {
@@ -277,15 +284,15 @@ func (m *Manager) Enrich(ctx context.Context, req *backends.ChatRequest, in Inpu
 	}
 
 	var res Result
-	var hist history
+	var hist []Turn
 	var sims []Interaction
 	var errs []error
-	needHist := thin && m.cfg.HistoryTurns > 0
+	needHist := thin && !in.DerivedConversation && m.cfg.HistoryTurns > 0
 	needSim := m.cfg.SimilarLimit > 0 && !haveCached && strings.TrimSpace(query) != ""
 	// What memory answers needs no lookup, no goroutine and no deadline.
 	if ml, ok := m.store.(memoryLookups); ok {
 		if needHist {
-			if h, ok := m.memoryHistory(ml, in.ConversationID, &req.Messages[first], firstTurn); ok {
+			if h, ok := m.memoryHistory(ml, in.ConversationID); ok {
 				hist, needHist = h, false
 			}
 		}
@@ -302,13 +309,13 @@ func (m *Manager) Enrich(ctx context.Context, req *backends.ChatRequest, in Inpu
 			v   T
 			err error
 		}
-		var histc chan loaded[history]
+		var histc chan loaded[[]Turn]
 		var simc chan loaded[[]Interaction]
 		if needHist {
-			histc = make(chan loaded[history], 1)
+			histc = make(chan loaded[[]Turn], 1)
 			go func() {
-				h, err := m.loadHistory(ctx, in.ConversationID, &req.Messages[first], firstTurn)
-				histc <- loaded[history]{h, err}
+				h, err := m.loadHistory(ctx, in.ConversationID)
+				histc <- loaded[[]Turn]{h, err}
 			}()
 		}
 		if needSim {
@@ -337,28 +344,26 @@ func (m *Manager) Enrich(ctx context.Context, req *backends.ChatRequest, in Inpu
 	}
 	res.Err = errors.Join(errs...)
 
-	// History for a thin client, unless the request already starts with stored turns.
-	if len(hist.turns) > 0 {
-		if !hist.known {
-			room := budget
-			if m.cfg.SimilarLimit > 0 {
-				room = budget * 2 / 3
+	// History for a thin client, before its turns.
+	if len(hist) > 0 {
+		room := budget
+		if m.cfg.SimilarLimit > 0 {
+			room = budget * 2 / 3
+		}
+		add := fitHistory(hist, room)
+		if len(add) > 0 {
+			at := 0
+			for at < len(req.Messages) && isSystem(req.Messages[at].Role) {
+				at++
 			}
-			add := fitHistory(hist.turns, room)
-			if len(add) > 0 {
-				at := 0
-				for at < len(req.Messages) && isSystem(req.Messages[at].Role) {
-					at++
-				}
-				msgs := make([]backends.Message, 0, len(req.Messages)+len(add))
-				msgs = append(msgs, req.Messages[:at]...)
-				for _, t := range add {
-					msgs = append(msgs, backends.NewMessage(t.Role, t.Content))
-					budget -= len(t.Content)
-				}
-				req.Messages = append(msgs, req.Messages[at:]...)
-				res.HistoryMessages = len(add)
+			msgs := make([]backends.Message, 0, len(req.Messages)+len(add))
+			msgs = append(msgs, req.Messages[:at]...)
+			for _, t := range add {
+				msgs = append(msgs, backends.NewMessage(t.Role, t.Content))
+				budget -= len(t.Content)
 			}
+			req.Messages = append(msgs, req.Messages[at:]...)
+			res.HistoryMessages = len(add)
 		}
 	}
 
@@ -398,75 +403,56 @@ func (m *Manager) Enrich(ctx context.Context, req *backends.ChatRequest, in Inpu
 	return res
 }
 
-// history is a thin client's conversation as Enrich reads it: its recent turns, and
-// whether the request's first turn is already among the conversation's turns (stored or
-// queued), in which case the request starts with them and nothing is prepended.
-type history struct {
-	turns []Turn
-	known bool
-}
-
 // memoryHistory is a thin client's history when memory answers it (ok): the fast path's
 // cached turns completed with what the queued saves will add. An entry that does not know
 // up to which queued exchange it is current, while one of them is being written, is not
 // answered (loadHistory waits for that write).
-func (m *Manager) memoryHistory(ml memoryLookups, conv string, firstMsg *backends.Message, first Turn) (history, bool) {
+func (m *Manager) memoryHistory(ml memoryLookups, conv string) ([]Turn, bool) {
 	for range 4 {
 		from := m.w.handled()
 		h, through, ok := ml.cachedHistory(conv, m.cfg.HistoryTurns)
 		if !ok {
-			return history{}, false
+			return nil, false
 		}
-		hist, wait := m.withQueued(conv, h, firstMsg, first, through, from)
+		hist, wait := m.w.queuedTurns(conv, h, through, from, through > 0, m.cfg.HistoryTurns)
 		if wait == nil {
 			return hist, true
 		}
 		if wait != closedCh {
-			return history{}, false
+			return nil, false
 		}
 		// Exchanges were handled meanwhile: read again, from memory.
 	}
-	return history{}, false
+	return nil, false
 }
 
 // loadHistory reads a conversation's recent turns, completed with what the saves queued
-// before it will add (see withQueued), waiting for a save of the conversation that is
-// being written.
-func (m *Manager) loadHistory(ctx context.Context, conv string, firstMsg *backends.Message, first Turn) (history, error) {
+// before it will add (see queuedTurns: a thin client's next turn, sent before the writer
+// got to its previous exchange, gets that exchange too), waiting for a save of the
+// conversation that is being written.
+func (m *Manager) loadHistory(ctx context.Context, conv string) ([]Turn, error) {
 	ml, _ := m.store.(memoryLookups)
 	for {
 		if ml != nil {
-			if h, ok := m.memoryHistory(ml, conv, firstMsg, first); ok {
+			if h, ok := m.memoryHistory(ml, conv); ok {
 				return h, nil
 			}
 		}
 		from := m.w.handled()
 		h, err := m.store.History(ctx, conv, m.cfg.HistoryTurns)
 		if err != nil {
-			return history{}, err
+			return nil, err
 		}
-		hist, wait := m.withQueued(conv, h, firstMsg, first, 0, from)
+		hist, wait := m.w.queuedTurns(conv, h, 0, from, false, m.cfg.HistoryTurns)
 		if wait == nil {
 			return hist, nil
 		}
 		select {
 		case <-wait:
 		case <-ctx.Done():
-			return history{}, fmt.Errorf("contextmgr: loading history: %w", ctx.Err())
+			return nil, fmt.Errorf("contextmgr: loading history: %w", ctx.Err())
 		}
 	}
-}
-
-// withQueued completes turns, read after everything queued up to from was handled, with
-// the turns the conversation's queued saves will add: a thin client's next turn, sent
-// before the writer got to its previous exchange, gets that exchange too. through is the
-// last exchange turns is known to hold (0: unknown). A non-nil wait means turns cannot be
-// completed: read them again once wait is closed.
-func (m *Manager) withQueued(conv string, turns []Turn, firstMsg *backends.Message, first Turn, through, from uint64) (history, <-chan struct{}) {
-	if len(turns) > 0 && containsTurn(turns, first) {
-		return history{turns: turns, known: true}, nil
-	}
-	return m.w.queuedTurns(conv, turns, firstMsg, first, through, from, through > 0, m.cfg.HistoryTurns)
 }
 
 // cachedBlock is a rendered similar-interactions block and the number of items in it.
@@ -661,7 +647,10 @@ var summarizeSlot = backends.NewMemoSlot()
 
 // Track returns a Tracker for the exchange, or nil when nothing is to be saved (saving
 // off, X-Proxy-No-Store, a helper or condensing request). What is saved is what the client
-// sent (with in.Original in place of a rewritten latest message) and the answer.
+// sent (with in.Original in place of a rewritten latest message) and the answer: call it
+// before Enrich adds history to req. (Called after, the history it finds in req makes a
+// thin request look like a client's whole conversation: only turns the store lacks are
+// saved, which drops a thin client's repeated words.)
 func (m *Manager) Track(req *backends.ChatRequest, in Input) Tracker {
 	if m == nil || m.w == nil || !m.cfg.Save {
 		return nil
@@ -677,6 +666,7 @@ func (m *Manager) Track(req *backends.ChatRequest, in Input) Tracker {
 	// once the answer is out: a long conversation is not copied on the request's path, and
 	// a queued save does not hold the client's whole body (system prompt, tools).
 	msgs := make([]backends.Message, 0, len(req.Messages))
+	thin := true
 	for i := range req.Messages {
 		m := &req.Messages[i]
 		if i == len(req.Messages)-1 && in.Original != nil && m.Role == in.Original.Role {
@@ -684,10 +674,11 @@ func (m *Manager) Track(req *backends.ChatRequest, in Input) Tracker {
 		}
 		if !isSystem(m.Role) {
 			msgs = append(msgs, *m)
+			thin = thin && m.Role == "user"
 		}
 	}
 	return &tracker{m: m, j: job{conv: in.ConversationID, meta: Meta{RequestID: in.RequestID, Role: string(in.Role), Profile: in.Profile},
-		msgs: msgs}}
+		msgs: msgs, fresh: thin && len(msgs) > 0 && !in.DerivedConversation}}
 }
 
 // tracker assembles one answer: streamed content and tool-call deltas, or a JSON body.

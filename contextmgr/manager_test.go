@@ -77,12 +77,12 @@ func streamChunks(answer string) [][]byte {
 	return out
 }
 
-// turn runs one exchange through the manager the way the handler does: Enrich, Track,
+// turn runs one exchange through the manager the way the handler does: Track, Enrich,
 // the streamed answer, Finish. It returns the enriched request.
 func turn(t *testing.T, m *Manager, req *backends.ChatRequest, in Input, chunks [][]byte) (*backends.ChatRequest, Result) {
 	t.Helper()
-	res := m.Enrich(context.Background(), req, in)
 	tr := m.Track(req, in)
+	res := m.Enrich(context.Background(), req, in)
 	if tr != nil {
 		for _, c := range chunks {
 			buf := append([]byte(nil), c...)
@@ -175,6 +175,46 @@ func TestThinClientGetsHistory(t *testing.T) {
 	}
 }
 
+// A thin client that names its conversation says the same words again ("yes"): that is
+// its next turn. It goes upstream after the whole conversation, and the store keeps it
+// again. A request whose key is derived from its first messages starts its conversation
+// instead: sent again, it gets no history, and the store keeps its turn once.
+func TestThinClientRepeatsItself(t *testing.T) {
+	st, _ := openStore(t)
+	cfg := testConfig()
+	cfg.SimilarLimit = 0 // only the conversation's own history
+	m := newTestManager(t, cfg, st)
+	sys := "You are terse."
+
+	named := Input{RequestID: "r", ConversationID: "conv-yes", Role: roles.General}
+	var stored []rc
+	for i, u := range []string{"yes", "tell me more", "yes", "yes"} {
+		a := fmt.Sprintf("answer %d", i)
+		req, res := turn(t, m, parse(t, body("system", sys, "user", u)), named, streamChunks(a))
+		sent := append(append([]rc{{"system", sys}}, stored...), rc{"user", u})
+		if d := cmp.Diff(sent, roleContents(req.Messages)); d != "" || res.HistoryMessages != len(stored) {
+			t.Errorf("named conversation, turn %d: %d history messages, sent upstream (-want +got):\n%s", i, res.HistoryMessages, d)
+		}
+		stored = append(stored, rc{"user", u}, rc{"assistant", a})
+		sync_(t, m)
+	}
+	checkStored(t, st, "conv-yes", stored)
+
+	first := body("system", sys, "user", "yes")
+	derived := Input{RequestID: "r", ConversationID: ConversationID(parse(t, first), ""), Role: roles.General, DerivedConversation: true}
+	want := []rc{{"user", "yes"}}
+	for i := range 3 {
+		a := fmt.Sprintf("derived answer %d", i)
+		req, res := turn(t, m, parse(t, first), derived, streamChunks(a))
+		if d := cmp.Diff([]rc{{"system", sys}, {"user", "yes"}}, roleContents(req.Messages)); d != "" || res.HistoryMessages != 0 {
+			t.Errorf("derived conversation, turn %d: %d history messages, sent upstream (-want +got):\n%s", i, res.HistoryMessages, d)
+		}
+		want = append(want, rc{"assistant", a})
+		sync_(t, m)
+	}
+	checkStored(t, st, derived.ConversationID, want)
+}
+
 func toolCallChunks() [][]byte {
 	return [][]byte{
 		[]byte(`{"choices":[{"index":0,"delta":{"role":"assistant","content":null,"tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"read_file","arguments":""}}]}}]}`),
@@ -194,7 +234,7 @@ func TestFullHistoryClientNoDuplication(t *testing.T) {
 	u1 := "Add pagination (limit/offset) to ListOrders in src/orders/service.go."
 	first := parse(t, body("system", sys, "user", u1))
 	conv := ConversationID(first, "")
-	in := Input{RequestID: "r1", ConversationID: conv, Role: roles.Implementation}
+	in := Input{RequestID: "r1", ConversationID: conv, Role: roles.Implementation, DerivedConversation: true}
 	turn(t, m, first, in, toolCallChunks())
 	sync_(t, m)
 
@@ -206,7 +246,7 @@ func TestFullHistoryClientNoDuplication(t *testing.T) {
 		t.Fatalf("conversation id changed between turns: %s vs %s", got, conv)
 	}
 	before := string(req2.UpstreamBody("m"))
-	_, res := turn(t, m, req2, Input{RequestID: "r2", ConversationID: conv, Role: roles.Implementation}, streamChunks("I will add limit and offset."))
+	_, res := turn(t, m, req2, Input{RequestID: "r2", ConversationID: conv, Role: roles.Implementation, DerivedConversation: true}, streamChunks("I will add limit and offset."))
 	if after := string(req2.UpstreamBody("m")); after != before || res.HistoryMessages != 0 {
 		t.Errorf("a tool-result turn of a full-history client was changed:\nbefore %s\nafter  %s", before, after)
 	}
@@ -215,7 +255,7 @@ func TestFullHistoryClientNoDuplication(t *testing.T) {
 	third := `{"model":"auto","stream":true,"messages":[{"role":"system","content":` + q(sys) + `},{"role":"user","content":` + q(u1) + `},` + assistantTC + `,` + toolRes +
 		`,{"role":"assistant","content":"I will add limit and offset."},{"role":"user","content":"Also update the tests."}]}`
 	req3 := parse(t, third)
-	_, res = turn(t, m, req3, Input{RequestID: "r3", ConversationID: conv, Role: roles.Implementation}, streamChunks("Done."))
+	_, res = turn(t, m, req3, Input{RequestID: "r3", ConversationID: conv, Role: roles.Implementation, DerivedConversation: true}, streamChunks("Done."))
 	if res.HistoryMessages != 0 {
 		t.Errorf("full-history client got %d history messages", res.HistoryMessages)
 	}
@@ -228,8 +268,8 @@ func TestFullHistoryClientNoDuplication(t *testing.T) {
 		{"user", u1}, {"assistant", ""}, {"tool", "package orders\n\nfunc (s *Service) ListOrders() {}\n"},
 		{"assistant", "I will add limit and offset."}, {"user", "Also update the tests."}, {"assistant", "Done."},
 	})
-	// The first turn sent again (a retry, a restarted task) already starts with a stored
-	// turn: it gets no history, which would repeat its own question.
+	// The first turn sent again (a retry, a restarted task) starts the conversation its key
+	// is derived from: it gets no history, which would repeat its own question.
 	retry := parse(t, body("system", sys, "user", u1))
 	if res := m.Enrich(context.Background(), retry, in); res.HistoryMessages != 0 || len(retry.Messages) != 2 {
 		t.Errorf("retried first turn got history: %v", roleContents(retry.Messages))
@@ -640,8 +680,8 @@ func TestCondensingMemoAnswersAsFirstRead(t *testing.T) {
 }
 
 // The first turn of a task is read from a memo once its bytes come again: a long first
-// message retried (thin client with history in the store) is still recognised as stored
-// every time, and its similar interactions are asked for with the same query.
+// message retried (history in the store, the key derived from it) gets no history every
+// time, and its similar interactions are asked for with the same query.
 func TestFirstTurnMemoEnrichesAlike(t *testing.T) {
 	st, _ := openStore(t)
 	m := newTestManager(t, testConfig(), st)
@@ -650,7 +690,7 @@ func TestFirstTurnMemoEnrichesAlike(t *testing.T) {
 	u1 := task + " " + fmt.Sprint(time.Now().UnixNano())
 	first := parse(t, body("user", u1))
 	conv := ConversationID(first, "")
-	in := Input{RequestID: "r1", ConversationID: conv, Role: roles.Implementation}
+	in := Input{RequestID: "r1", ConversationID: conv, Role: roles.Implementation, DerivedConversation: true}
 	turn(t, m, first, in, streamChunks("I will add limit and offset."))
 	sync_(t, m)
 	var want []rc

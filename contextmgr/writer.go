@@ -1,7 +1,6 @@
 package contextmgr
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -19,9 +18,14 @@ type job struct {
 	meta   Meta
 	msgs   []backends.Message
 	answer Turn
-	del    chan error // set for deletions: the result goes here
-	flush  chan error // set for flushes: nil is sent when the writer reaches it
-	seq    uint64     // an exchange's place in the queue (1, 2, ...; 0 for the rest)
+	// fresh says every one of msgs is a new turn (a thin request in a conversation the
+	// client named: Input.DerivedConversation): saved even when the conversation holds
+	// the same words already. Otherwise msgs are the client's view of the conversation,
+	// and only the turns the store lacks are saved.
+	fresh bool
+	del   chan error // set for deletions: the result goes here
+	flush chan error // set for flushes: nil is sent when the writer reaches it
+	seq   uint64     // an exchange's place in the queue (1, 2, ...; 0 for the rest)
 }
 
 // writer saves exchanges on one goroutine, in arrival order, off the request path. The
@@ -273,16 +277,12 @@ var closedCh = func() chan struct{} { c := make(chan struct{}); close(c); return
 // last exchange of conv the read is known to hold (exact: a fast path entry's through),
 // else from. When the read cannot be completed, wait is non-nil: read again once it is
 // closed (an exchange was being written during the read, which may or may not hold it; or
-// exchanges were handled since from, which may have left the queue unseen by the read). A
-// queued exchange that carries first, the request's first turn, makes the history known:
-// the request is that exchange's concurrent twin or starts with it, and gets nothing
-// prepended.
-func (w *writer) queuedTurns(conv string, hist []Turn, firstMsg *backends.Message, first Turn, after, from uint64, exact bool, limit int) (h history, wait <-chan struct{}) {
-	h.turns = hist
+// exchanges were handled since from, which may have left the queue unseen by the read).
+func (w *writer) queuedTurns(conv string, hist []Turn, after, from uint64, exact bool, limit int) (turns []Turn, wait <-chan struct{}) {
 	w.pmu.Lock()
 	defer w.pmu.Unlock()
 	if w.landed.Load() != from {
-		return h, closedCh
+		return hist, closedCh
 	}
 	list := w.pending[conv]
 	if !exact {
@@ -292,7 +292,7 @@ func (w *writer) queuedTurns(conv string, hist []Turn, firstMsg *backends.Messag
 				if w.landedCh == nil {
 					w.landedCh = make(chan struct{})
 				}
-				return h, w.landedCh
+				return hist, w.landedCh
 			}
 		}
 	}
@@ -300,15 +300,10 @@ func (w *writer) queuedTurns(conv string, hist []Turn, firstMsg *backends.Messag
 	n, oldest := 0, len(list)
 	for oldest > 0 && (limit <= 0 || n < limit) && list[oldest-1].seq > after {
 		oldest--
-		p := list[oldest]
-		if p.carries(firstMsg) || containsTurn(p.added(), first) {
-			h.known = true // the test a stored history gets (withQueued)
-			return h, nil
-		}
-		n += len(p.turns)
+		n += len(list[oldest].added())
 	}
 	if n == 0 {
-		return h, nil
+		return hist, nil
 	}
 	total := len(hist) + n
 	keep := total
@@ -326,8 +321,7 @@ func (w *writer) queuedTurns(conv string, hist []Turn, firstMsg *backends.Messag
 		d := min(skip, len(ts))
 		out, skip = append(out, ts[d:]...), skip-d
 	}
-	h.turns = out
-	return h, nil
+	return out, nil
 }
 
 // newTurns is where the request's new turn starts in p.msgs: after the last answer.
@@ -337,19 +331,6 @@ func (p *pendingSave) newTurns() int {
 		at--
 	}
 	return at
-}
-
-// carries reports whether m's exact bytes are among p's new turns, without decoding them.
-func (p *pendingSave) carries(m *backends.Message) bool {
-	if len(m.Raw) == 0 {
-		return false
-	}
-	for i := p.newTurns(); i < len(p.msgs); i++ {
-		if bytes.Equal(p.msgs[i].Raw, m.Raw) {
-			return true
-		}
-	}
-	return false
 }
 
 // added is what saving p appends after what the store holds: the messages after the last
@@ -558,7 +539,7 @@ func (w *writer) planBatch(ctx context.Context, batch []job) ([]AppendItem, erro
 		}
 		add, addHashes := make([]Turn, 0, 2), make([]string, 0, 2)
 		for k, h := range hashes[i] {
-			if have[h] > 0 {
+			if have[h] > 0 && !j.fresh {
 				have[h]--
 				continue
 			}

@@ -109,12 +109,17 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) error {
 	// 3. Context manager.
 	cin := contextmgr.Input{RequestID: ex.id, ConversationID: ex.convID, Role: ex.role,
 		NoStore: strings.EqualFold(r.Header.Get("X-Proxy-No-Store"), "true"), ContextWindow: contextWindow(s.d.Router, cands),
-		Original: pr.Original, Helper: pr.Helper, Profile: ex.profile, Condensing: condensing}
+		Original: pr.Original, Helper: pr.Helper, Profile: ex.profile, Condensing: condensing,
+		DerivedConversation: req.ConversationID == "" && r.Header.Get("X-Conversation-ID") == ""}
+	dry := dryRun(r)
+	var tracker contextmgr.Tracker
+	if !dry {
+		tracker = s.d.Context.Track(req, cin) // the client's own turns, before history joins them
+	}
 	s.d.Context.Enrich(ctx, req, cin)
-	if dryRun(r) {
+	if dry {
 		return s.explain(w, ex, pr, cands) // explain mode: no backend call, nothing saved
 	}
-	tracker := s.d.Context.Track(req, cin)
 
 	// 4. Backend, with fallback until the first data event reaches the client.
 	resp, cand, pre, err := s.attempt(ctx, w, ex, cands, r.Header)

@@ -81,9 +81,11 @@ func TestDeleteConversation(t *testing.T) {
 	}
 }
 
-// TestThinClientHistoryEndToEnd drives two turns of a thin client through the whole
-// pipeline against a NanoGPT-shaped upstream: the second request reaches the upstream with
-// the first exchange (the streamed answer assembled) as real turns.
+// TestThinClientHistoryEndToEnd drives turns of a thin client through the whole pipeline
+// against a NanoGPT-shaped upstream: a later request reaches the upstream with the first
+// exchange (the streamed answer assembled) as real turns, and a turn repeating words said
+// before the history window is stored again. Without a conversation id, the same one-shot
+// sent again starts its conversation again: it goes upstream alone.
 func TestThinClientHistoryEndToEnd(t *testing.T) {
 	sse, err := os.ReadFile("../testdata/nanogpt/chat-stream-text.sse")
 	if err != nil {
@@ -106,7 +108,10 @@ func TestThinClientHistoryEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	m := contextmgr.New(config.Default().Context, contextmgr.NewSQLiteStore(db, nil), nil)
+	cfg := config.Default().Context
+	cfg.HistoryTurns = 2 // one exchange
+	st := contextmgr.NewSQLiteStore(db, nil)
+	m := contextmgr.New(cfg, st, nil)
 	defer m.Close(context.Background())
 	router, err := routing.New(routing.Config{Default: data.DefaultRouting, Enabled: func(b string) bool { return b == "nanogpt" }}, nil)
 	if err != nil {
@@ -120,7 +125,7 @@ func TestThinClientHistoryEndToEnd(t *testing.T) {
 		t.Helper()
 		r := httptest.NewRequest(http.MethodPost, "/v1/chat/completions",
 			strings.NewReader(`{"model":"auto","stream":true,"messages":[{"role":"user","content":`+strconv.Quote(user)+`}]}`))
-		r.Header.Set("X-Conversation-ID", "thin-e2e")
+		r.Header.Set("X-Conversation-ID", "thin-e2e") // unless hdr sets it ("": none)
 		for k, v := range hdr {
 			r.Header.Set(k, v)
 		}
@@ -143,19 +148,57 @@ func TestThinClientHistoryEndToEnd(t *testing.T) {
 	if err := json.Unmarshal(bodies[len(bodies)-1], &last); err != nil {
 		t.Fatal(err)
 	}
-	var roles []string
-	for _, msg := range last.Messages {
-		if msg.Role == "system" {
-			continue // the prompt engineer's role guidance
-		}
-		roles = append(roles, msg.Role+": "+msg.Content)
-	}
 	if last.Messages[0].Role != "system" {
 		t.Errorf("the role guidance should come first, before the stored history: %+v", last.Messages[0])
 	}
-	got := strings.Join(roles, "\n")
+	got := nonSystemTurns(t, bodies[len(bodies)-1])
 	if !strings.HasPrefix(got, "user: Explain the context window of this model.\nassistant: Context.") ||
 		!strings.HasSuffix(got, "user: And how large is it?") || strings.Contains(got, "private aside") {
 		t.Errorf("upstream messages of the third turn:\n%s", got)
 	}
+
+	// The first question again: the history window (one exchange) no longer holds it, yet
+	// it is this turn's own, not a stored one.
+	post("Explain the context window of this model.", nil)
+	stored, err := st.History(context.Background(), "thin-e2e", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var asked []string
+	for _, turn := range stored {
+		if turn.Role == "user" {
+			asked = append(asked, turn.Content)
+		}
+	}
+	if want := []string{"Explain the context window of this model.", "And how large is it?", "Explain the context window of this model."}; strings.Join(asked, "|") != strings.Join(want, "|") {
+		t.Errorf("stored questions %q, want %q", asked, want)
+	}
+
+	// A one-shot without an id, twice: its key is derived from it, and the stored first
+	// exchange does not go before it.
+	for range 2 {
+		post("Say hi.", map[string]string{"X-Conversation-ID": ""})
+	}
+	if a, b := nonSystemTurns(t, bodies[len(bodies)-2]), nonSystemTurns(t, bodies[len(bodies)-1]); a != "user: Say hi." || b != a {
+		t.Errorf("one-shot sent twice went upstream as %q, then %q", a, b)
+	}
+}
+
+// nonSystemTurns is the non-system messages (not the prompt engineer's role guidance) of an
+// upstream request body, one per line.
+func nonSystemTurns(t *testing.T, body []byte) string {
+	t.Helper()
+	var req struct {
+		Messages []struct{ Role, Content string }
+	}
+	if err := json.Unmarshal(body, &req); err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, msg := range req.Messages {
+		if msg.Role != "system" {
+			out = append(out, msg.Role+": "+msg.Content)
+		}
+	}
+	return strings.Join(out, "\n")
 }
