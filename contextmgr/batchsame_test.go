@@ -79,13 +79,14 @@ func testWriter(store Store) *writer {
 	return &writer{store: store, log: slog.New(slog.DiscardHandler), timeout: 5 * time.Second}
 }
 
-// exchangeJob is one request (role/content pairs) and its answer.
+// exchangeJob is one request (role/content pairs) and its answer, in a conversation its
+// client names.
 func exchangeJob(conv, reqID, profile string, answer Turn, pairs ...string) job {
 	var msgs []backends.Message
 	for i := 0; i+1 < len(pairs); i += 2 {
 		msgs = append(msgs, backends.NewMessage(pairs[i], pairs[i+1]))
 	}
-	return job{conv: conv, msgs: msgs, answer: answer, meta: Meta{RequestID: reqID, Role: "code", Profile: profile}}
+	return job{conv: conv, msgs: msgs, answer: answer, meta: Meta{RequestID: reqID, Role: "code", Profile: profile, named: true}}
 }
 
 // rawMessages parses messages given as JSON objects.

@@ -387,7 +387,7 @@ func (f *FastPath) dropHist(conv string) {
 func (f *FastPath) Append(ctx context.Context, conversationID string, turns []Turn, meta Meta) error {
 	f.writing(AppendItem{Conv: conversationID})
 	err := f.inner.Append(ctx, conversationID, turns, meta)
-	return f.appended(conversationID, turns, meta.seq, err)
+	return f.appended(conversationID, turns, meta, err)
 }
 
 // AppendBatch saves several conversations in one call when the inner store can (else one
@@ -404,7 +404,7 @@ func (f *FastPath) AppendBatch(ctx context.Context, items []AppendItem) error {
 	f.writing(items...)
 	err := ba.AppendBatch(ctx, items)
 	for _, it := range items {
-		f.appended(it.Conv, it.Turns, it.Meta.seq, err)
+		f.appended(it.Conv, it.Turns, it.Meta, err)
 	}
 	return err
 }
@@ -425,8 +425,9 @@ func (f *FastPath) batchable() bool {
 }
 
 // appended updates the caches after turns were (err == nil) or may have been appended, by
-// the queued exchange seq (0: not queued).
-func (f *FastPath) appended(conversationID string, turns []Turn, seq uint64, err error) error {
+// the exchange meta describes.
+func (f *FastPath) appended(conversationID string, turns []Turn, meta Meta, err error) error {
+	seq := meta.seq
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.histWriting[f.stripe(conversationID)]--
@@ -471,8 +472,9 @@ func (f *FastPath) appended(conversationID string, turns []Turn, seq uint64, err
 			kept = kept[len(kept)-limit:]
 		}
 		f.putHist(conversationID, histEntry{turns: kept, all: e.all && len(all) <= limit, through: seq})
-	} else if f.knownReady && !wasKnown {
-		// A new conversation: these turns are all of it.
+	} else if f.knownReady && !wasKnown && meta.named {
+		// A new conversation: these turns are all of it. (One whose key is derived from its
+		// first messages is not kept: its history is never read.)
 		all := appendNormalized(make([]Turn, 0, len(turns)+limit), turns, at)
 		f.putHist(conversationID, histEntry{turns: all[max(len(all)-limit, 0):], all: len(all) <= limit, through: seq})
 	}

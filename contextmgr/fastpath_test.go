@@ -78,12 +78,23 @@ func TestFastPathHistoryFollowsAppend(t *testing.T) {
 	st, _ := openStore(t)
 	ctx := context.Background()
 	f, cs := newFast(t, st)
-	// Two appends: the new conversation is cached from the first, the second extends it
-	// past HistoryTurns (4), so the cache keeps the last four.
+	// Three appends: the new conversation (named by its client) is cached from the first,
+	// the later ones extend it past HistoryTurns (4), so the cache keeps the last four. A
+	// conversation whose key is derived from its first messages is not cached: its
+	// history is never read.
 	for i := range 3 {
-		if err := f.Append(ctx, "c", exchange(fmt.Sprintf("question %d", i), fmt.Sprintf("answer %d", i)), Meta{}); err != nil {
+		if err := f.Append(ctx, "c", exchange(fmt.Sprintf("question %d", i), fmt.Sprintf("answer %d", i)), Meta{named: true}); err != nil {
 			t.Fatal(err)
 		}
+		if err := f.Append(ctx, "derived", exchange(fmt.Sprintf("question %d", i), fmt.Sprintf("answer %d", i)), Meta{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.mu.Lock()
+	_, cachedDerived := f.hist["derived"]
+	f.mu.Unlock()
+	if cachedDerived {
+		t.Error("a conversation with a derived key is cached")
 	}
 	for _, limit := range []int{1, 3, 4} {
 		got, err := f.History(ctx, "c", limit)
@@ -279,10 +290,10 @@ func TestFastPathLargeHistoryNotCached(t *testing.T) {
 	ctx := context.Background()
 	f, cs := newFast(t, st)
 	big := strings.Repeat("file contents ", historyEntryBytes/10)
-	if err := f.Append(ctx, "agent", exchange("read the whole repository", big), Meta{}); err != nil {
+	if err := f.Append(ctx, "agent", exchange("read the whole repository", big), Meta{named: true}); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.Append(ctx, "small", exchange("hi", "hello"), Meta{}); err != nil {
+	if err := f.Append(ctx, "small", exchange("hi", "hello"), Meta{named: true}); err != nil {
 		t.Fatal(err)
 	}
 	got, err := f.History(ctx, "agent", 40)

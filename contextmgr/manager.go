@@ -677,8 +677,8 @@ func (m *Manager) Track(req *backends.ChatRequest, in Input) Tracker {
 			thin = thin && m.Role == "user"
 		}
 	}
-	return &tracker{m: m, j: job{conv: in.ConversationID, meta: Meta{RequestID: in.RequestID, Role: string(in.Role), Profile: in.Profile},
-		msgs: msgs, fresh: thin && len(msgs) > 0 && !in.DerivedConversation}}
+	return &tracker{m: m, j: job{conv: in.ConversationID, msgs: msgs, fresh: thin && len(msgs) > 0 && !in.DerivedConversation,
+		meta: Meta{RequestID: in.RequestID, Role: string(in.Role), Profile: in.Profile, named: !in.DerivedConversation}}}
 }
 
 // tracker assembles one answer: streamed content and tool-call deltas, or a JSON body.

@@ -44,6 +44,10 @@ type Meta struct {
 	// seq is the exchange's place in the writer's queue (0: not queued): the fast path's
 	// history cache notes up to which exchange it is current.
 	seq uint64
+	// named says the client named the conversation (not Input.DerivedConversation): only
+	// such a conversation's history is ever read, so only it is tracked for reading
+	// (queued exchanges, the fast path's history cache).
+	named bool
 }
 
 // Store keeps conversations. The embedded SQLite store and the MCP store implement it.

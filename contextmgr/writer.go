@@ -85,7 +85,7 @@ func (w *writer) enqueue(j job) bool {
 	j.seq = w.lastSeq
 	j.meta.seq = j.seq
 	queued := w.queue.Offer(j)
-	if queued {
+	if queued && j.meta.named { // only a named conversation's history is read
 		if w.pending == nil {
 			w.pending = map[string][]*pendingSave{}
 		}
