@@ -548,9 +548,16 @@ func (s *Server) recordWith(ex *exchange, cand routing.Candidate, usage *backend
 	if s.d.Usage != nil {
 		s.d.Usage.Record(u)
 	}
-	s.d.Log.LogAttrs(context.Background(), slog.LevelInfo, "request", slog.String("request_id", ex.id),
-		slog.String("role", u.Role), slog.String("model", u.Model), slog.String("backend", u.Backend),
-		slog.Int("status", status), slog.Int64("latency_ms", u.LatencyMS), slog.Int64("ttft_ms", u.TTFTMS),
-		slog.Int("attempts", u.Attempts), slog.Bool("stream", u.Stream), slog.Int("prompt_tokens", u.PromptTokens),
-		slog.Int("completion_tokens", u.CompletionTokens), slog.Bool("tokens_estimated", estimated))
+	// The record is made here rather than by Logger.LogAttrs, which finds its caller's pc
+	// (a stack walk, ~2 µs of every request) for a source the proxy's handlers never print.
+	ctx := context.Background()
+	if h := s.d.Log.Handler(); h.Enabled(ctx, slog.LevelInfo) {
+		r := slog.NewRecord(time.Now(), slog.LevelInfo, "request", 0)
+		r.AddAttrs(slog.String("request_id", ex.id),
+			slog.String("role", u.Role), slog.String("model", u.Model), slog.String("backend", u.Backend),
+			slog.Int("status", status), slog.Int64("latency_ms", u.LatencyMS), slog.Int64("ttft_ms", u.TTFTMS),
+			slog.Int("attempts", u.Attempts), slog.Bool("stream", u.Stream), slog.Int("prompt_tokens", u.PromptTokens),
+			slog.Int("completion_tokens", u.CompletionTokens), slog.Bool("tokens_estimated", estimated))
+		_ = h.Handle(ctx, r)
+	}
 }
