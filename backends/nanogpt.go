@@ -48,12 +48,16 @@ var _ Backend = (*NanoGPT)(nil)
 
 // NewTransport returns an HTTP transport tuned for many concurrent upstream calls.
 func NewTransport() *http.Transport {
+	dialer := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
 	return &http.Transport{
 		Proxy: http.ProxyFromEnvironment,
-		DialContext: (&net.Dialer{
-			Timeout:   10 * time.Second,
-			KeepAlive: 30 * time.Second,
-		}).DialContext,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := dialer.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return pooledCopyConn{c}, nil
+		},
 		ForceAttemptHTTP2:     true,
 		MaxIdleConns:          1024,
 		MaxIdleConnsPerHost:   512,
@@ -62,6 +66,24 @@ func NewTransport() *http.Transport {
 		ExpectContinueTimeout: time.Second,
 		WriteBufferSize:       64 << 10,
 	}
+}
+
+// pooledCopyConn is an upstream connection that copies a request body into it through a
+// pooled buffer. Over HTTP/1.1 net/http flushes the headers, then copies a body that is not
+// a bytes or strings reader (the parts of an agent-sized request, most of them slices of the
+// client's body) with io.Copy into the connection, which allocated 32 KB for every such
+// request: half of what a 60 KB request allocated, and so half of its garbage collection.
+// (Over TLS the copy goes into the tls.Conn above this one, and HTTP/2 has pooled buffers
+// of its own.)
+type pooledCopyConn struct{ net.Conn }
+
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// ReadFrom copies r into the connection through a pooled buffer.
+func (c pooledCopyConn) ReadFrom(r io.Reader) (int64, error) {
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	return io.CopyBuffer(struct{ io.Writer }{c.Conn}, r, *bp) // the struct hides c.Conn's own ReadFrom
 }
 
 // NewNanoGPT returns a NanoGPT backend. client may be nil for a tuned default.
