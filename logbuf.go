@@ -20,14 +20,17 @@ const (
 )
 
 type logOutput struct {
-	out  io.Writer
-	wmu  sync.Mutex // held while writing to out: keeps batches in order
-	mu   sync.Mutex // guards buf and closed
-	buf  []byte
-	kick chan struct{}
-	done chan struct{}
-	quit chan struct{}
-	once sync.Once
+	out io.Writer
+	wmu sync.Mutex // held while writing to out: keeps batches in order
+	mu  sync.Mutex // guards buf, spare and closed
+	buf []byte
+	// spare is the buffer the last flush wrote out, to gather the lines after the next
+	// flush in: a buffer grown afresh for every flush allocated about twice the lines' bytes.
+	spare []byte
+	kick  chan struct{}
+	done  chan struct{}
+	quit  chan struct{}
+	once  sync.Once
 	// closed is set by Close: later lines go straight to out.
 	closed bool
 }
@@ -69,10 +72,15 @@ func (l *logOutput) Flush() {
 	defer l.wmu.Unlock()
 	l.mu.Lock()
 	b := l.buf
-	l.buf = nil
+	l.buf, l.spare = l.spare, nil
 	l.mu.Unlock()
 	if len(b) > 0 {
 		_, _ = l.out.Write(b) // nowhere left to report a failing stderr
+	}
+	if cap(b) <= 4*logFlushBytes { // a burst's larger buffer is let go
+		l.mu.Lock()
+		l.spare = b[:0]
+		l.mu.Unlock()
 	}
 }
 
