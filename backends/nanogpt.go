@@ -196,7 +196,7 @@ func (n *NanoGPT) ChatCompletion(ctx context.Context, call *Call) (*Response, er
 		defer idle.Stop()
 		rd = &idleReader{r: resp.Body, reset: func() { idle.Reset(n.cfg.IdleTimeout) }}
 	}
-	b, err := io.ReadAll(io.LimitReader(rd, n.cfg.MaxResponseBody+1))
+	b, err := readAll(io.LimitReader(rd, n.cfg.MaxResponseBody+1), resp.ContentLength)
 	if err != nil {
 		if c := context.Cause(ctx); c != nil && !errors.Is(c, context.Canceled) {
 			err = c
@@ -401,6 +401,29 @@ func usageFrom(fields []Field) *Usage {
 		*dst = n
 	}
 	return &u
+}
+
+// readAll is io.ReadAll starting with room for size bytes (a response's Content-Length;
+// -1 when unknown) and one more, so that a body of the announced size is read into one
+// allocation instead of io.ReadAll's from 512 bytes up.
+func readAll(r io.Reader, size int64) ([]byte, error) {
+	if size < 0 || size > 1<<20 {
+		size = 511
+	}
+	b := make([]byte, 0, size+1)
+	for {
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err != nil {
+			if err == io.EOF {
+				err = nil
+			}
+			return b, err
+		}
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)] // grow, as io.ReadAll does
+		}
+	}
 }
 
 // joinBelow is the body size up to which the upstream body is joined into one string.

@@ -10,8 +10,10 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"sync/atomic"
 	"testing"
+	"testing/iotest"
 )
 
 // TestNanoGPTSendsTheRequestBodyExactly sends every recorded agent request (and the
@@ -176,5 +178,26 @@ func TestUnsentBodyIsUnpinned(t *testing.T) {
 	}
 	if pins.Load() != 1 || unpins.Load() != 1 {
 		t.Errorf("pinned %d and unpinned %d times, want 1 and 1", pins.Load(), unpins.Load())
+	}
+}
+
+// readAll reads what io.ReadAll reads whatever the announced length: exact, short, long or
+// unknown, and from a reader that hands out a few bytes at a time.
+func TestReadAllMatchesIOReadAll(t *testing.T) {
+	body := []byte(strings.Repeat(`{"choices":[{"message":{"content":"ok"}}]}`, 40))
+	for _, size := range []int64{int64(len(body)), 10, int64(len(body)) * 3, -1, 0, 2 << 20} {
+		for _, slow := range []bool{false, true} {
+			var r io.Reader = bytes.NewReader(body)
+			if slow {
+				r = iotest.HalfReader(r)
+			}
+			got, err := readAll(r, size)
+			if err != nil || !bytes.Equal(got, body) {
+				t.Errorf("size %d, slow %v: %d bytes, %v; want the %d-byte body", size, slow, len(got), err, len(body))
+			}
+		}
+	}
+	if _, err := readAll(iotest.ErrReader(io.ErrUnexpectedEOF), 100); err != io.ErrUnexpectedEOF {
+		t.Errorf("a failing reader's error = %v", err)
 	}
 }
