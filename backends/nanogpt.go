@@ -106,9 +106,11 @@ func NewNanoGPT(cfg NanoGPTConfig, client *http.Client) *NanoGPT {
 // Name returns "nanogpt".
 func (n *NanoGPT) Name() string { return "nanogpt" }
 
-// ForwardedHeaders are the client request headers passed upstream; everything else,
-// Authorization above all, is dropped.
-var ForwardedHeaders = []string{"X-Title", "HTTP-Referer", "OpenAI-Organization", "Idempotency-Key"}
+// ForwardedHeaders are the client request headers passed upstream (X-Title, HTTP-Referer,
+// OpenAI-Organization, Idempotency-Key); everything else, Authorization above all, is
+// dropped. They are spelled in their canonical form, which Header.Get finds without
+// making a canonical copy of the name for every request.
+var ForwardedHeaders = []string{"X-Title", "Http-Referer", "Openai-Organization", "Idempotency-Key"}
 
 // passedResponseHeaders are upstream response headers handed back to the client.
 var passedResponseHeaders = []string{"Retry-After", "X-Ratelimit-Limit-Requests", "X-Ratelimit-Remaining-Requests",

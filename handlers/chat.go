@@ -87,7 +87,10 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) error {
 	}
 
 	// The conversation key hashes the client's own system prompt, before stage 1 adds to it.
-	ex.convID = contextmgr.ConversationID(req, r.Header.Get("X-Conversation-ID"))
+	// Header names are looked up in their canonical form: Get canonicalises any other
+	// spelling into a new string on every request.
+	convHeader := r.Header.Get("X-Conversation-Id")
+	ex.convID = contextmgr.ConversationID(req, convHeader)
 	// So does the condensing check: stages 1 and 3 add to the system area.
 	condensing := contextmgr.IsCondensing(req)
 
@@ -110,7 +113,7 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) error {
 	cin := contextmgr.Input{RequestID: ex.id, ConversationID: ex.convID, Role: ex.role,
 		NoStore: strings.EqualFold(r.Header.Get("X-Proxy-No-Store"), "true"), ContextWindow: contextWindow(s.d.Router, cands),
 		Original: pr.Original, Helper: pr.Helper, Profile: ex.profile, Condensing: condensing,
-		DerivedConversation: req.ConversationID == "" && r.Header.Get("X-Conversation-ID") == ""}
+		DerivedConversation: req.ConversationID == "" && convHeader == ""}
 	dry := dryRun(r)
 	var tracker contextmgr.Tracker
 	if !dry {
