@@ -189,8 +189,60 @@ func SetField(fields []Field, key string, value json.RawMessage) []Field {
 	return append(fields, Field{Key: key, Value: value})
 }
 
+// commonKey returns the member names of chat requests and answers that the proxy splits on
+// every request as constants: decoding one of them allocates nothing. (A switch on
+// string(b) neither allocates nor hashes.)
+func commonKey(b []byte) (string, bool) {
+	switch string(b) {
+	case "role":
+		return "role", true
+	case "content":
+		return "content", true
+	case "type":
+		return "type", true
+	case "text":
+		return "text", true
+	case "model":
+		return "model", true
+	case "messages":
+		return "messages", true
+	case "stream":
+		return "stream", true
+	case "stream_options":
+		return "stream_options", true
+	case "tools":
+		return "tools", true
+	case "tool_choice":
+		return "tool_choice", true
+	case "tool_calls":
+		return "tool_calls", true
+	case "tool_call_id":
+		return "tool_call_id", true
+	case "name":
+		return "name", true
+	case "id":
+		return "id", true
+	case "cache_control":
+		return "cache_control", true
+	case "temperature":
+		return "temperature", true
+	case "choices":
+		return "choices", true
+	case "message":
+		return "message", true
+	case "delta":
+		return "delta", true
+	case "usage":
+		return "usage", true
+	}
+	return "", false
+}
+
 func decodeKey(quoted []byte) (string, error) {
 	if bytes.IndexByte(quoted, '\\') < 0 {
+		if k, ok := commonKey(quoted[1 : len(quoted)-1]); ok {
+			return k, nil
+		}
 		return string(quoted[1 : len(quoted)-1]), nil
 	}
 	var s string
