@@ -42,6 +42,7 @@ type NanoGPT struct {
 	cfg    NanoGPTConfig
 	client *http.Client
 	url    string
+	auth   string // the Authorization header's value
 }
 
 var _ Backend = (*NanoGPT)(nil)
@@ -100,7 +101,8 @@ func NewNanoGPT(cfg NanoGPTConfig, client *http.Client) *NanoGPT {
 	if cfg.UserAgent == "" {
 		cfg.UserAgent = "nanogpt-proxy"
 	}
-	return &NanoGPT{cfg: cfg, client: client, url: strings.TrimRight(cfg.BaseURL, "/") + "/chat/completions"}
+	return &NanoGPT{cfg: cfg, client: client, url: strings.TrimRight(cfg.BaseURL, "/") + "/chat/completions",
+		auth: "Bearer " + cfg.APIKey}
 }
 
 // Name returns "nanogpt".
@@ -139,15 +141,14 @@ func (n *NanoGPT) ChatCompletion(ctx context.Context, call *Call) (*Response, er
 	}
 	req.ContentLength = int64(size)
 	req.GetBody = func() (io.ReadCloser, error) { return newBody(), nil } // lets the transport retry on a stale connection
-	h := req.Header
-	h.Set("Content-Type", "application/json")
-	h.Set("Authorization", "Bearer "+n.cfg.APIKey)
-	h.Set("User-Agent", n.cfg.UserAgent)
+	accept := "application/json"
 	if call.Request.Stream {
-		h.Set("Accept", "text/event-stream")
-	} else {
-		h.Set("Accept", "application/json")
+		accept = "text/event-stream"
 	}
+	// The headers' values share one array: a Set each allocated one per header.
+	vals := [...]string{"application/json", n.auth, n.cfg.UserAgent, accept}
+	h := http.Header{"Content-Type": vals[0:1:1], "Authorization": vals[1:2:2], "User-Agent": vals[2:3:3], "Accept": vals[3:4:4]}
+	req.Header = h
 	for _, k := range ForwardedHeaders {
 		if v := call.Header.Get(k); v != "" {
 			h.Set(k, v)

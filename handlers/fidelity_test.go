@@ -578,6 +578,13 @@ func TestClientAuthorizationNeverReachesUpstream(t *testing.T) {
 		if ua := r.Header.Get("User-Agent"); ua != "nanogpt-proxy/test" {
 			t.Errorf("User-Agent %q, want the proxy's", ua)
 		}
+		accept := "application/json"
+		if bytes.Contains(r.Body, []byte(`"stream":true`)) {
+			accept = "text/event-stream"
+		}
+		if ct, a := r.Header.Get("Content-Type"), r.Header.Get("Accept"); ct != "application/json" || a != accept {
+			t.Errorf("Content-Type %q, Accept %q; want application/json and %s", ct, a, accept)
+		}
 	}
 }
 
