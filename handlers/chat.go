@@ -143,9 +143,7 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) error {
 	}
 	defer resp.Close()
 	if resp.Stream == nil {
-		h := answerHeaders(w, ex, cand, resp)
-		h.Set("Content-Type", "application/json")
-		h.Set("Content-Length", strconv.Itoa(len(resp.Body)))
+		answerHeaders(w, ex, cand, resp, "Content-Type", "application/json", "Content-Length", strconv.Itoa(len(resp.Body)))
 		w.WriteHeader(http.StatusOK)
 		_, _ = w.Write(resp.Body)
 		// The client gets its answer now, not after the bookkeeping below.
@@ -345,28 +343,29 @@ func (s *Server) writeStreamHeaders(w http.ResponseWriter, ex *exchange, c routi
 		return
 	}
 	ex.headersSent = true
-	h := answerHeaders(w, ex, c, resp)
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-cache")
-	h.Set("Connection", "keep-alive")
-	h.Set("X-Accel-Buffering", "no")
+	answerHeaders(w, ex, c, resp, "Content-Type", "text/event-stream", "Cache-Control", "no-cache",
+		"Connection", "keep-alive", "X-Accel-Buffering", "no")
 	rc := http.NewResponseController(w)
 	_ = rc.SetWriteDeadline(time.Time{})
 	w.WriteHeader(http.StatusOK)
 	_ = rc.Flush()
 }
 
-// answerHeaders sets the X-Proxy-* headers naming candidate c and the upstream's own
-// headers worth passing on.
-func answerHeaders(w http.ResponseWriter, ex *exchange, c routing.Candidate, resp *backends.Response) http.Header {
+// answerHeaders sets the X-Proxy-* headers naming candidate c, the headers kv names
+// (name, value, ...; names in canonical form) and the upstream's own headers worth
+// passing on. The values share one array: a Set each allocated one per header.
+func answerHeaders(w http.ResponseWriter, ex *exchange, c routing.Candidate, resp *backends.Response, kv ...string) {
 	h := w.Header()
-	h.Set("X-Proxy-Model", c.Model)
-	h.Set("X-Proxy-Backend", c.Backend)
-	h.Set("X-Proxy-Attempts", strconv.Itoa(ex.attempts))
+	vals := make([]string, 3, 3+len(kv)/2)
+	vals[0], vals[1], vals[2] = c.Model, c.Backend, strconv.Itoa(ex.attempts)
+	h["X-Proxy-Model"], h["X-Proxy-Backend"], h["X-Proxy-Attempts"] = vals[0:1:1], vals[1:2:2], vals[2:3:3]
+	for i := 0; i+1 < len(kv); i += 2 {
+		vals = append(vals, kv[i+1])
+		h[kv[i]] = vals[len(vals)-1 : len(vals) : len(vals)]
+	}
 	for k, v := range resp.Header {
 		h[k] = v
 	}
-	return h
 }
 
 // writeErrorEvent reports a failure in-band, after the 200 went out: one data event with
