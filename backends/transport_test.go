@@ -74,3 +74,36 @@ func TestAgentSizedBodySentWithoutCopyBuffer(t *testing.T) {
 		t.Errorf("a %d KB request allocates %d KB per call, a small one %d KB: the difference holds a 32 KB copy buffer", len(body)>>10, l>>10, s>>10)
 	}
 }
+
+// The connection wrapper sits under TLS: an HTTPS upstream is still reached, over HTTP/2
+// when it offers it (NanoGPT, Vertex), with the body intact.
+func TestTransportHTTPSAndHTTP2(t *testing.T) {
+	answer := readFixture(t, "nanogpt/chat-completion.json")
+	var proto int
+	var got []byte
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		proto = r.ProtoMajor
+		got, _ = io.ReadAll(r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(answer)
+	}))
+	srv.EnableHTTP2 = true
+	srv.StartTLS()
+	defer srv.Close()
+	tr := backends.NewTransport()
+	tr.TLSClientConfig = srv.Client().Transport.(*http.Transport).TLSClientConfig.Clone()
+	ng := backends.NewNanoGPT(backends.NanoGPTConfig{BaseURL: srv.URL + "/v1", APIKey: "k"}, &http.Client{Transport: tr})
+	body := bytes.Replace(rooSizedBody(t), []byte(`"stream":true`), []byte(`"stream":false`), 1)
+	req, err := backends.ParseChatRequest(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := ng.ChatCompletion(context.Background(), &backends.Call{Model: "m", Request: req})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Close()
+	if proto != 2 || !bytes.Equal(got, req.UpstreamBody("m")) {
+		t.Errorf("upstream saw HTTP/%d and %d bytes; want HTTP/2 and the %d-byte body", proto, len(got), len(req.UpstreamBody("m")))
+	}
+}
