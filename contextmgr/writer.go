@@ -19,7 +19,7 @@ type job struct {
 	msgs   []backends.Message
 	answer Turn
 	// fresh says every one of msgs is a new turn (a thin request in a conversation the
-	// client named: Input.DerivedConversation): saved even when the conversation holds
+	// client named, not Input.DerivedConversation): saved even when the conversation holds
 	// the same words already. Otherwise msgs are the client's view of the conversation,
 	// and only the turns the store lacks are saved.
 	fresh bool
