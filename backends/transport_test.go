@@ -79,11 +79,14 @@ func TestAgentSizedBodySentWithoutCopyBuffer(t *testing.T) {
 // when it offers it (NanoGPT, Vertex), with the body intact.
 func TestTransportHTTPSAndHTTP2(t *testing.T) {
 	answer := readFixture(t, "nanogpt/chat-completion.json")
+	var mu sync.Mutex
 	var proto int
 	var got []byte
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		proto = r.ProtoMajor
-		got, _ = io.ReadAll(r.Body)
+		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		proto, got = r.ProtoMajor, b
+		mu.Unlock()
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(answer)
 	}))
@@ -103,6 +106,8 @@ func TestTransportHTTPSAndHTTP2(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Close()
+	mu.Lock()
+	defer mu.Unlock()
 	if proto != 2 || !bytes.Equal(got, req.UpstreamBody("m")) {
 		t.Errorf("upstream saw HTTP/%d and %d bytes; want HTTP/2 and the %d-byte body", proto, len(got), len(req.UpstreamBody("m")))
 	}
