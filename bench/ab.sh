@@ -86,7 +86,7 @@ for i in $(seq 1 "$runs"); do
 	done
 done
 
-# Lines: "A 2026/11/28 12:09:43 roo-60k rate2000 proxy req=.. err=.. p50=..µs p99=..µs rps=.. cpu=..µs/req rss=..MiB"
+# Lines: "A 2026/11/28 12:09:43 roo-60k rate2000 proxy req=.. err=.. p50=..µs p99=..µs rps=.. cpu=..µs/req user=..µs/req rss=..MiB"
 # (stream: "... ttfb p50=..µs p99=..µs rss=..MiB"); rss is the phase's peak (VmHWM).
 # The table: the median of each number, A and B.
 echo "A = $1, B = $2; $runs runs of each, interleaved, $dur per phase; medians (all runs in brackets)"
@@ -107,6 +107,7 @@ function median(s,   a, n, i, j, t) {
 		v = kv[2]; gsub(/[^0-9.]/, "", v)
 		if (m == "p50" || m == "p99") m = (phase == "stream" ? "TTFB " : "latency ") m " (µs)"
 		else if (m == "cpu") m = "CPU per request (µs)"
+		else if (m == "user") m = "of it user (µs)"
 		else if (m == "rps") m = "req/s"
 		else if (m == "rss") m = "peak RSS (MiB)"
 		else if (m == "err") m = "errors"
