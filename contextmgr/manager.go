@@ -414,7 +414,7 @@ func (m *Manager) memoryHistory(ml memoryLookups, conv string) ([]Turn, bool) {
 		if !ok {
 			return nil, false
 		}
-		hist, wait := m.w.queuedTurns(conv, h, through, from, through > 0, m.cfg.HistoryTurns)
+		hist, wait := m.w.queuedTurns(conv, h, through, from, m.cfg.HistoryTurns)
 		if wait == nil {
 			return hist, true
 		}
@@ -443,7 +443,7 @@ func (m *Manager) loadHistory(ctx context.Context, conv string) ([]Turn, error) 
 		if err != nil {
 			return nil, err
 		}
-		hist, wait := m.w.queuedTurns(conv, h, 0, from, false, m.cfg.HistoryTurns)
+		hist, wait := m.w.queuedTurns(conv, h, 0, from, m.cfg.HistoryTurns)
 		if wait == nil {
 			return hist, nil
 		}

@@ -274,18 +274,19 @@ var closedCh = func() chan struct{} { c := make(chan struct{}); close(c); return
 
 // queuedTurns completes hist, a history read of conv once everything queued up to from was
 // handled, with the turns its queued saves will add, keeping the last limit. after is the
-// last exchange of conv the read is known to hold (exact: a fast path entry's through),
-// else from. When the read cannot be completed, wait is non-nil: read again once it is
-// closed (an exchange was being written during the read, which may or may not hold it; or
-// exchanges were handled since from, which may have left the queue unseen by the read).
-func (w *writer) queuedTurns(conv string, hist []Turn, after, from uint64, exact bool, limit int) (turns []Turn, wait <-chan struct{}) {
+// last exchange of conv the read is known to hold (a fast path entry's through), or 0 when
+// that is not known (a read from the store): then from stands for it. When the read cannot
+// be completed, wait is non-nil: read again once it is closed (an exchange was being
+// written during the read, which may or may not hold it; or exchanges were handled since
+// from, which may have left the queue unseen by the read).
+func (w *writer) queuedTurns(conv string, hist []Turn, after, from uint64, limit int) (turns []Turn, wait <-chan struct{}) {
 	w.pmu.Lock()
 	defer w.pmu.Unlock()
 	if w.landed.Load() != from {
 		return hist, closedCh
 	}
 	list := w.pending[conv]
-	if !exact {
+	if after == 0 {
 		after = from
 		for _, p := range list {
 			if p.seq > from && p.seq <= w.started {
