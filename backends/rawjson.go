@@ -25,10 +25,14 @@ var errSyntax = errors.New("invalid JSON")
 // It costs one pass over b and one allocation for the slice.
 func SplitObject(b []byte) ([]Field, error) { return splitObject(b, nil, nil) }
 
-// splitObject is SplitObject; with vc, the elements of member values that are arrays are
-// looked up in vc before they are scanned, and each is given to elem (when not nil) with
-// its member's name, its offsets in b and its entry in vc (nil: not kept).
-func splitObject(b []byte, vc *validCache, elem func(key string, from, to int, kept *validEntry)) ([]Field, error) {
+// splitObject is SplitObject; with vc, member values that are arrays are looked up in vc.
+// elems (when not nil) is asked for each such member whether its elements are wanted: it
+// returns the function to give them to (nil: not wanted), with their offsets in b and
+// their entries in vc (nil: not kept). An array whose elements are wanted is looked up
+// element by element; any other is looked up whole first (an agent sends the same tool
+// definitions every turn: one comparison instead of one lookup per tool), then element by
+// element when it is not kept, and offered to vc whole.
+func splitObject(b []byte, vc *validCache, elems func(key string) func(from, to int, kept *validEntry)) ([]Field, error) {
 	i := skipWS(b, 0)
 	if i >= len(b) || b[i] != '{' {
 		return nil, fmt.Errorf("%w: expected an object", errSyntax)
@@ -61,10 +65,14 @@ func splitObject(b []byte, vc *validCache, elem func(key string, from, to int, k
 		var vend int
 		if vc != nil && i < len(b) && b[i] == '[' {
 			var each func(from, to int, kept *validEntry)
-			if elem != nil {
-				each = func(from, to int, kept *validEntry) { elem(key, from, to, kept) }
+			if elems != nil {
+				each = elems(key)
 			}
-			vend, err = skipArray(b, i, 0, vc, each)
+			if each != nil {
+				vend, err = skipArray(b, i, 0, vc, each)
+			} else {
+				vend, err = skipArrayWhole(b, i, vc)
+			}
 		} else {
 			vend, err = skipValue(b, i, 0)
 		}
@@ -324,6 +332,21 @@ func skipValue(b []byte, i, depth int) (int, error) {
 	default:
 		return 0, fmt.Errorf("%w: unexpected character %q at offset %d", errSyntax, c, i)
 	}
+}
+
+// skipArrayWhole skips the array at b[i] (a member of the top-level object), looking it
+// up in vc whole first.
+func skipArrayWhole(b []byte, i int, vc *validCache) (int, error) {
+	end, fp, kept := vc.lookupEntry(b, i)
+	if kept != nil {
+		return end, nil
+	}
+	end, err := skipArray(b, i, 0, vc, nil)
+	if err != nil {
+		return 0, err
+	}
+	vc.note(b[i:end], fp)
+	return end, nil
 }
 
 // skipArray skips the array at b[i] (at depth); with vc, each element is looked up in vc

@@ -80,10 +80,12 @@ func ParseChatRequest(body []byte) (*ChatRequest, error) {
 		kept     *validEntry
 	}
 	var msgElems []elemAt
-	fields, err := splitObject(body, requestValues, func(key string, from, to int, kept *validEntry) {
+	addMsg := func(from, to int, kept *validEntry) { msgElems = append(msgElems, elemAt{from, to, kept}) }
+	fields, err := splitObject(body, requestValues, func(key string) func(from, to int, kept *validEntry) {
 		if key == "messages" {
-			msgElems = append(msgElems, elemAt{from, to, kept})
+			return addMsg
 		}
+		return nil
 	})
 	if err != nil {
 		return nil, &RequestError{Message: "We could not parse the JSON body of your request: " + err.Error() +

@@ -38,6 +38,15 @@ func splitResult(fields []Field, err error) string {
 	return sb.String()
 }
 
+// wantMessages asks for the elements of "messages", as ParseChatRequest does: they are
+// looked up one by one, every other array whole first.
+func wantMessages(key string) func(from, to int, kept *validEntry) {
+	if key == "messages" {
+		return func(int, int, *validEntry) {}
+	}
+	return nil
+}
+
 // checkSame splits b with the warmed cache and without any, and wants the same answer.
 func checkSame(t *testing.T, vc *validCache, name string, b []byte) {
 	t.Helper()
@@ -90,7 +99,7 @@ func TestValidCacheAnswersFromKeptValues(t *testing.T) {
 		t.Fatalf("lookup before anything was kept: kept=%v fp=%d", kept != nil, fp)
 	}
 	for n := range 2 {
-		if _, err := splitObject(first, vc, nil); err != nil {
+		if _, err := splitObject(first, vc, wantMessages); err != nil {
 			t.Fatal(err)
 		}
 		if kept := len(vc.ring); kept != n {
@@ -110,6 +119,43 @@ func TestValidCacheAnswersFromKeptValues(t *testing.T) {
 	checkSame(t, vc, "cut", cut)
 }
 
+// TestValidCacheKeepsArraysWhole: an array member whose elements are not wanted (tools)
+// is kept whole and recognised in one lookup where it comes again; the same array with a
+// tool more, or cut short, is not taken for it, and its elements are still found one by
+// one.
+func TestValidCacheKeepsArraysWhole(t *testing.T) {
+	vc := newValidCache(1 << 20)
+	tool := func(name string) string {
+		return `{"type":"function","function":{"name":"` + name + `","description":"` + strings.Repeat("Reads a file. ", 20) + `","parameters":{"type":"object"}}}`
+	}
+	tools := `[` + tool("read_file") + `,` + tool("write_file") + `]`
+	body := func(tools string) []byte {
+		return []byte(`{"model":"auto","messages":[{"role":"user","content":"hi"}],"tools":` + tools + `}`)
+	}
+	for range 2 {
+		if _, err := splitObject(body(tools), vc, wantMessages); err != nil {
+			t.Fatal(err)
+		}
+	}
+	again := []byte(`{"tools" : ` + tools + `, "model":"auto","messages":[{"role":"user","content":"hi"}]}`)
+	at := bytes.IndexByte(again, '[')
+	if end, _, kept := vc.lookupEntry(again, at); kept == nil || end != at+len(tools) {
+		t.Errorf("lookup of the kept tools = %d, kept=%v; want %d, kept", end, kept != nil, at+len(tools))
+	}
+	more := tools[:len(tools)-1] + `,` + tool("list_files") + `]`
+	b := body(more)
+	at = bytes.LastIndex(b, []byte(`"tools":`)) + len(`"tools":`)
+	if end, _, kept := vc.lookupEntry(b, at); kept != nil {
+		t.Errorf("the tools with one more were taken for the kept ones (end %d)", end)
+	}
+	if end, _, kept := vc.lookupEntry(b, at+1); kept == nil || end != at+1+len(tool("read_file")) {
+		t.Errorf("the first tool of a changed array was not found on its own: end %d, kept=%v", end, kept != nil)
+	}
+	checkSame(t, vc, "again", again)
+	checkSame(t, vc, "one tool more", b)
+	checkSame(t, vc, "cut short", body(tools[:len(tools)-1]))
+}
+
 // TestValidCacheStaysWithinItsSize: many distinct values never make the cache hold more
 // than its size, and values used since the hand last passed outlive the others.
 func TestValidCacheStaysWithinItsSize(t *testing.T) {
@@ -118,10 +164,10 @@ func TestValidCacheStaysWithinItsSize(t *testing.T) {
 	for i := range 200 {
 		body := []byte(fmt.Sprintf(`{"messages":[{"content":"%d %s"}]}`, i, strings.Repeat("cold ", 100)))
 		for range 2 {
-			if _, err := splitObject(body, vc, nil); err != nil {
+			if _, err := splitObject(body, vc, wantMessages); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := splitObject(hot, vc, nil); err != nil {
+			if _, err := splitObject(hot, vc, wantMessages); err != nil {
 				t.Fatal(err)
 			}
 		}
