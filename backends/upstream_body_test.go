@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -199,5 +200,59 @@ func TestReadAllMatchesIOReadAll(t *testing.T) {
 	}
 	if _, err := readAll(iotest.ErrReader(io.ErrUnexpectedEOF), 100); err != io.ErrUnexpectedEOF {
 		t.Errorf("a failing reader's error = %v", err)
+	}
+}
+
+// writeRecorder is a connection that keeps every slice written to it as given, and the
+// bytes written.
+type writeRecorder struct {
+	net.Conn
+	writes [][]byte
+	got    []byte
+}
+
+func (w *writeRecorder) Write(b []byte) (int, error) {
+	w.writes = append(w.writes, b)
+	w.got = append(w.got, b...)
+	return len(b), nil
+}
+
+// TestPinnedBodyWrittenWithoutCopy: net/http hands an upstream connection the body under a
+// LimitedReader of its Content-Length; the parts of an agent-sized body then reach the
+// connection as they are (the same memory, not copied into a buffer), the limit is
+// consumed, and the body reads as ended afterwards (net/http checks for bytes beyond the
+// length). A limit shorter than the body is kept to byte for byte.
+func TestPinnedBodyWrittenWithoutCopy(t *testing.T) {
+	parts := [][]byte{[]byte(`{"messages":`), bytes.Repeat([]byte("x"), 2*joinBelow), []byte(`}`)}
+	size, newBody := upstreamBody(parts, func() func() { return func() {} })
+	rec := &writeRecorder{}
+	body := newBody()
+	lr := &io.LimitedReader{R: body, N: int64(size)}
+	n, err := pooledCopyConn{rec}.ReadFrom(lr)
+	if err != nil || n != int64(size) || lr.N != 0 {
+		t.Fatalf("ReadFrom = %d, %v, limit left %d; want %d, nil, 0", n, err, lr.N, size)
+	}
+	if len(rec.writes) != len(parts) {
+		t.Fatalf("%d writes, want the %d parts", len(rec.writes), len(parts))
+	}
+	for i, w := range rec.writes {
+		if len(w) != len(parts[i]) || &w[0] != &parts[i][0] {
+			t.Errorf("write %d is a copy of %d bytes, want part %d itself (%d bytes)", i, len(w), i, len(parts[i]))
+		}
+	}
+	if n, err := body.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+		t.Errorf("Read after the body was written = %d, %v; want 0, EOF", n, err)
+	}
+	body.Close()
+
+	rec = &writeRecorder{}
+	body = newBody()
+	defer body.Close()
+	lr = &io.LimitedReader{R: body, N: int64(size) - 5}
+	if n, err := (pooledCopyConn{rec}).ReadFrom(lr); err != nil || n != int64(size)-5 {
+		t.Fatalf("ReadFrom with a short limit = %d, %v; want %d", n, err, size-5)
+	}
+	if got, want := rec.got, bytes.Join(parts, nil)[:size-5]; !bytes.Equal(got, want) {
+		t.Errorf("with a short limit the connection got %d bytes, want the first %d", len(got), len(want))
 	}
 }
