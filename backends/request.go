@@ -1068,6 +1068,13 @@ func (r *ChatRequest) UpstreamParts(model string) [][]byte {
 		first = false
 	}
 	sawStreamOptions := false
+	// The member names written out, in one allocation for all of them: a part stays valid
+	// when a later append moves keys (the earlier array is left as it was).
+	n := 0
+	for _, f := range r.fields {
+		n += len(f.Key) + 3
+	}
+	keys := make([]byte, 0, n)
 	for _, f := range r.fields {
 		switch {
 		case ownedKey(f.Key):
@@ -1104,7 +1111,9 @@ func (r *ChatRequest) UpstreamParts(model string) [][]byte {
 			}
 		default:
 			sep()
-			parts = append(parts, appendKey(nil, f.Key), f.Value)
+			at := len(keys)
+			keys = appendKey(keys, f.Key)
+			parts = append(parts, keys[at:len(keys):len(keys)], f.Value)
 		}
 	}
 	if r.Stream && !sawStreamOptions {
