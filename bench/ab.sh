@@ -86,8 +86,9 @@ for i in $(seq 1 "$runs"); do
 	done
 done
 
-# Lines: "A 2026/11/28 12:09:43 roo-60k rate2000 proxy req=.. err=.. p50=..µs p99=..µs rps=.. cpu=..µs/req user=..µs/req rss=..MiB"
-# (stream: "... ttfb p50=..µs p99=..µs rss=..MiB"); rss is the phase's peak (VmHWM).
+# Lines: "A 2026/11/28 12:09:43 roo-60k rate2000 proxy req=.. err=.. p50=..µs p99=..µs rps=.. cpu=..µs/req user=..µs/req rss=..MiB anon=..MiB"
+# (stream: "... ttfb p50=..µs p99=..µs rss=..MiB anon=..MiB"); rss is the phase's peak (VmHWM), anon
+# the peak of its anonymous part (RssAnon).
 # The table: the median of each number, A and B.
 echo "A = $1, B = $2; $runs runs of each, interleaved, $dur per phase; medians (all runs in brackets)"
 echo
@@ -110,6 +111,7 @@ function median(s,   a, n, i, j, t) {
 		else if (m == "user") m = "of it user (µs)"
 		else if (m == "rps") m = "req/s"
 		else if (m == "rss") m = "peak RSS (MiB)"
+		else if (m == "anon") m = "of it anonymous (MiB)"
 		else if (m == "err") m = "errors"
 		k = body SUBSEP phase SUBSEP m
 		if (!(k in seen)) { seen[k] = 1; order[++n] = k }
