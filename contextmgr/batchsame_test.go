@@ -366,7 +366,7 @@ func TestWriterLinger(t *testing.T) {
 	g := &gatedBatchStore{SQLiteStore: st, release: make(chan struct{})}
 	close(g.release)
 	s := &signalStore{gatedBatchStore: g, saved: make(chan int, 16)}
-	w := &writer{store: s, log: slog.New(slog.DiscardHandler), timeout: 5 * time.Second, linger: time.Hour, queue: newSaveQueue(64)}
+	w := &writer{store: s, log: slog.New(slog.DiscardHandler), timeout: 5 * time.Second, linger: time.Hour, queue: storage.NewQueue[job](64)}
 	go w.run()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -390,48 +390,13 @@ func TestWriterLinger(t *testing.T) {
 	}
 }
 
-// While a batch lingers, exchanges queued one by one do not wake the writer (each would be
-// a goroutine switch, under load a thread wake-up): they wait in the queue until a full
-// batch is queued, which closes the batch at once without a flush.
-func TestWriterLingerNotWokenPerExchange(t *testing.T) {
-	st, _ := openStore(t)
-	g := &gatedBatchStore{SQLiteStore: st, release: make(chan struct{})}
-	close(g.release)
-	s := &signalStore{gatedBatchStore: g, saved: make(chan int, 16)}
-	w := &writer{store: s, log: slog.New(slog.DiscardHandler), timeout: 5 * time.Second, linger: time.Hour, queue: newSaveQueue(4 * maxSaveBatch)}
-	go w.run()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	defer w.close(ctx)
-	w.enqueue(exchangeJob("c", "r0", "p", ans("a0"), "user", "q0"))
-	if n := s.next(ctx, t, "the first exchange"); n != 1 {
-		t.Fatalf("first save of %d exchanges, want 1", n)
-	}
-	w.enqueue(exchangeJob("c", "r1", "p", ans("a1"), "user", "q1"))
-	// The writer takes r1 and lingers; what comes next must stay queued. Absence can only
-	// be seen by waiting: a writer woken per exchange takes them within microseconds.
-	for i := 2; i <= 4; i++ {
-		w.enqueue(exchangeJob("c", fmt.Sprintf("r%d", i), "p", ans(fmt.Sprintf("a%d", i)), "user", fmt.Sprintf("q%d", i)))
-	}
-	time.Sleep(50 * time.Millisecond)
-	if n := w.queue.Len(); n != 3 {
-		t.Errorf("%d exchanges queued during the linger, want the 3 left for the batch", n)
-	}
-	for i := 5; i < 1+maxSaveBatch; i++ {
-		w.enqueue(exchangeJob("c", fmt.Sprintf("r%d", i), "p", ans(fmt.Sprintf("a%d", i)), "user", fmt.Sprintf("q%d", i)))
-	}
-	if n := s.next(ctx, t, "a full batch, without a flush"); n != maxSaveBatch {
-		t.Errorf("batch of %d exchanges, want %d", n, maxSaveBatch)
-	}
-}
-
 // A writer that finds a full batch already queued saves it without lingering: a backlog
 // (after a slow commit) is not made to wait longer still.
 func TestWriterBacklogNotLingered(t *testing.T) {
 	st, db := openStore(t)
 	g := &gatedBatchStore{SQLiteStore: st, entered: make(chan struct{}), release: make(chan struct{})}
 	s := &signalStore{gatedBatchStore: g, saved: make(chan int, 16)}
-	w := &writer{store: s, log: slog.New(slog.DiscardHandler), timeout: 5 * time.Second, linger: time.Hour, queue: newSaveQueue(4 * maxSaveBatch)}
+	w := &writer{store: s, log: slog.New(slog.DiscardHandler), timeout: 5 * time.Second, linger: time.Hour, queue: storage.NewQueue[job](4 * maxSaveBatch)}
 	go w.run()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

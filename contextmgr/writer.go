@@ -64,14 +64,9 @@ type writer struct {
 }
 
 func newWriter(store Store, size int, timeout time.Duration, log *slog.Logger) *writer {
-	w := &writer{store: store, log: log, timeout: timeout, linger: saveLinger, queue: newSaveQueue(size)}
+	w := &writer{store: store, log: log, timeout: timeout, linger: saveLinger, queue: storage.NewQueue[job](size)}
 	go w.run()
 	return w
-}
-
-// newSaveQueue is the writer's queue: its Ready receives when a full batch waits.
-func newSaveQueue(size int) *storage.Queue[job] {
-	return storage.NewBatchQueue[job](size, maxSaveBatch-1)
 }
 
 // pendingSave is a queued exchange as queuedTurns reads it.
@@ -193,17 +188,22 @@ func (w *writer) run() {
 			cancel()
 			continue
 		}
-		busy := w.linger > 0 && time.Since(lastTaken) < w.linger
+		now := time.Now()
+		busy := w.linger > 0 && now.Sub(lastTaken) < w.linger
+		lastTaken = now
 		// Take what else is queued (up to a flush or a deletion, which keep their place)
 		// into one transaction, in arrival order; exchanges of one conversation are planned
 		// in that order, each counting what the earlier ones add.
 		batch := append(buf, j)
 		if batching {
+			var wait <-chan time.Time
+			var timer *time.Timer
 			if busy {
-				w.lingerForBatch()
+				timer = time.NewTimer(w.linger)
+				wait = timer.C
 			}
 			for len(batch) < maxSaveBatch {
-				k, open, got := w.take()
+				k, open, got := w.take(wait)
 				if !open || !got {
 					break
 				}
@@ -211,10 +211,13 @@ func (w *writer) run() {
 					next = &k
 					break
 				}
+				lastTaken = time.Now()
 				batch = append(batch, k)
 			}
+			if timer != nil {
+				timer.Stop()
+			}
 		}
-		lastTaken = time.Now()
 		w.begin(batch)
 		if len(batch) == 1 || !w.saveBatch(batch) {
 			for _, b := range batch {
@@ -347,31 +350,22 @@ func (p *pendingSave) added() []Turn {
 	return p.turns
 }
 
-// take takes the next queued item if there is one: got is false when there was none;
-// open is false when the queue is closed.
-func (w *writer) take() (k job, open, got bool) {
+// take takes the next queued item: at once when wait is nil, else waiting until wait
+// fires. got is false when there was none; open is false when the queue is closed.
+func (w *writer) take(wait <-chan time.Time) (k job, open, got bool) {
+	if wait == nil {
+		select {
+		case k, open = <-w.queue.Items():
+			return k, open, true
+		default:
+			return job{}, true, false
+		}
+	}
 	select {
 	case k, open = <-w.queue.Items():
 		return k, open, true
-	default:
+	case <-wait:
 		return job{}, true, false
-	}
-}
-
-// lingerForBatch gives the batch just begun up to w.linger to fill. It sleeps on the
-// queue's Ready, which receives when a full batch waits, a flush or a deletion is queued,
-// or the queue closes: exchanges queued meanwhile do not wake the writer one by one (a
-// goroutine switch, and under load a thread wake-up, per request). A full batch already
-// waiting (a backlog) is taken at once.
-func (w *writer) lingerForBatch() {
-	if w.queue.Len() >= maxSaveBatch-1 {
-		return
-	}
-	t := time.NewTimer(w.linger)
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-w.queue.Ready():
 	}
 }
 

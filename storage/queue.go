@@ -15,25 +15,15 @@ type Queue[T any] struct {
 	closed bool
 	done   chan struct{}
 	ready  chan struct{}
-	// readyAt is how many waiting items make Ready receive.
-	readyAt int
 }
 
-// NewQueue returns a queue holding up to size items, whose Ready receives when it is half
-// full.
-func NewQueue[T any](size int) *Queue[T] { return NewBatchQueue[T](size, size/2) }
-
-// NewBatchQueue returns a queue holding up to size items, whose Ready receives once batch
-// items wait.
-func NewBatchQueue[T any](size, batch int) *Queue[T] {
-	return &Queue[T]{ch: make(chan T, size), done: make(chan struct{}), ready: make(chan struct{}, 1), readyAt: batch}
+// NewQueue returns a queue holding up to size items.
+func NewQueue[T any](size int) *Queue[T] {
+	return &Queue[T]{ch: make(chan T, size), done: make(chan struct{}), ready: make(chan struct{}, 1)}
 }
 
 // Ready is for a consumer that takes items in batches on a timer instead of waking for
-// each one: it receives when a batch waits (NewBatchQueue; half the queue for NewQueue),
-// when an item is Sent, and when the queue is closed. Offer wakes a consumer only then, so
-// items that trickle in do not make it switch in and out once each. A receive may be
-// stale (the items already taken): a consumer checks Len.
+// each one: it receives when the queue is half full, and when it is closed.
 func (q *Queue[T]) Ready() <-chan struct{} { return q.ready }
 
 func (q *Queue[T]) signal() {
@@ -52,7 +42,7 @@ func (q *Queue[T]) Offer(v T) bool {
 	}
 	select {
 	case q.ch <- v:
-		if len(q.ch) >= q.readyAt {
+		if len(q.ch) >= cap(q.ch)/2 {
 			q.signal()
 		}
 		return true
@@ -61,8 +51,7 @@ func (q *Queue[T]) Offer(v T) bool {
 	}
 }
 
-// Send queues v, waiting for room up to ctx; queued is false when the queue is closed. It
-// is for an item the sender then waits on (a flush, a deletion), so Ready receives at once.
+// Send queues v, waiting for room up to ctx; queued is false when the queue is closed.
 func (q *Queue[T]) Send(ctx context.Context, v T) (queued bool, err error) {
 	q.mu.RLock()
 	defer q.mu.RUnlock()
@@ -71,7 +60,6 @@ func (q *Queue[T]) Send(ctx context.Context, v T) (queued bool, err error) {
 	}
 	select {
 	case q.ch <- v:
-		q.signal()
 		return true, nil
 	case <-ctx.Done():
 		return false, ctx.Err()

@@ -49,7 +49,14 @@ func TestQueue(t *testing.T) {
 // for each item.
 func TestQueueReady(t *testing.T) {
 	q := storage.NewQueue[int](8)
-	ready := func() bool { return readyNow(q) }
+	ready := func() bool {
+		select {
+		case <-q.Ready():
+			return true
+		default:
+			return false
+		}
+	}
 	for i := range 3 {
 		q.Offer(i)
 	}
@@ -77,41 +84,5 @@ func TestQueueReady(t *testing.T) {
 	}
 	if !ready() {
 		t.Error("not ready after Close: a consumer sleeping on its timer would not see the end")
-	}
-}
-
-// A batch queue wakes its consumer when a batch waits, and at once for an item Sent (a
-// flush or a deletion its sender waits on), never for an item Offered below the batch.
-func TestBatchQueueReady(t *testing.T) {
-	q := storage.NewBatchQueue[int](64, 5)
-	ready := func() bool { return readyNow(q) }
-	for i := range 4 {
-		q.Offer(i)
-		if ready() {
-			t.Fatalf("ready with %d queued; want the consumer left asleep until 5", i+1)
-		}
-	}
-	q.Offer(4)
-	if !ready() {
-		t.Fatal("not ready with a batch of 5 queued")
-	}
-	for range 5 {
-		<-q.Items()
-	}
-	if queued, err := q.Send(t.Context(), 9); !queued || err != nil {
-		t.Fatalf("Send = %v, %v", queued, err)
-	}
-	if !ready() {
-		t.Error("not ready after Send: a flush would wait out the consumer's timer")
-	}
-}
-
-// readyNow reports whether q's Ready receives without waiting.
-func readyNow[T any](q *storage.Queue[T]) bool {
-	select {
-	case <-q.Ready():
-		return true
-	default:
-		return false
 	}
 }
