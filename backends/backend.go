@@ -46,6 +46,21 @@ type Response struct {
 	Usage *Usage
 	// Model is the model that answered, as the upstream named it (may be empty).
 	Model string
+
+	// choice holds choices[index 0].message's content and tool_calls when the backend read
+	// them while validating Body (choiceRead); Answer reads Body otherwise.
+	content, toolCalls json.RawMessage
+	choiceRead         bool
+}
+
+// Answer returns the content and tool_calls members of a non-streaming answer's
+// choices[index 0].message, as raw JSON (nil when absent); ok is false when Body is not a
+// JSON object. The NanoGPT backend reads them in its one validating pass over the body.
+func (r *Response) Answer() (content, toolCalls json.RawMessage, ok bool) {
+	if r.choiceRead {
+		return r.content, r.toolCalls, true
+	}
+	return AnswerChoice(r.Body)
 }
 
 // Close releases the upstream connection.

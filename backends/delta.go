@@ -131,21 +131,27 @@ func AnswerChoice(b []byte) (content, toolCalls json.RawMessage, ok bool) {
 	if !ValidJSON(b) {
 		return nil, nil, false
 	}
-	choices := lookupTrusted(b, "choices")
+	content, toolCalls = choiceOf(lookupTrusted(b, "choices"))
+	return content, toolCalls, true
+}
+
+// choiceOf is AnswerChoice's reading of a validated choices member (nil: absent).
+func choiceOf(choices json.RawMessage) (content, toolCalls json.RawMessage) {
 	if len(choices) == 0 || choices[0] != '[' {
-		return nil, nil, true
+		return nil, nil
 	}
-	for _, ch := range splitArrayTrusted(choices) {
+	eachElement(choices, func(ch json.RawMessage) bool {
 		if len(ch) == 0 || ch[0] != '{' || !indexIsZero(lookupTrusted(ch, "index")) {
-			continue
+			return false
 		}
 		msg := lookupTrusted(ch, "message")
 		if len(msg) == 0 || msg[0] != '{' {
-			continue
+			return false
 		}
-		return lookupTrusted(msg, "content"), lookupTrusted(msg, "tool_calls"), true
-	}
-	return nil, nil, true
+		content, toolCalls = lookupTrusted(msg, "content"), lookupTrusted(msg, "tool_calls")
+		return true
+	})
+	return content, toolCalls
 }
 
 // TextLiterals returns the raw JSON string literals that make up the text of a message

@@ -235,12 +235,16 @@ func (n *NanoGPT) ChatCompletion(ctx context.Context, call *Call) (*Response, er
 		}
 	}
 	out.Body = b
-	if ae := InBandError(b); ae != nil {
+	if ae := inBandError(b, Lookup(fields, "error")); ae != nil {
 		// A 200 whose body is an error envelope is a failed attempt, not an answer.
 		ae.Backend = n.Name()
 		return nil, ae
 	}
 	out.Model, out.Usage = answerMeta(fields)
+	// The members read from the split (the reasoning_content insertion above leaves the
+	// values as they were).
+	out.content, out.toolCalls = choiceOf(Lookup(fields, "choices"))
+	out.choiceRead = true
 	return out, nil
 }
 
@@ -385,18 +389,19 @@ func answerMeta(fields []Field) (model string, usage *Usage) {
 		_ = decodeString(v, &model)
 	}
 	if v := Lookup(fields, "usage"); len(v) > 0 && v[0] == '{' {
-		usage = usageFrom(splitObjectTrusted(v))
+		usage = usageFrom(v)
 	}
 	return model, usage
 }
 
 // usageFrom reads the token counts of a usage object (validated input); a count that is
 // not a non-negative integer makes the whole usage absent, as encoding/json would fail.
-func usageFrom(fields []Field) *Usage {
+func usageFrom(obj json.RawMessage) *Usage {
 	var u Usage
-	for _, f := range fields {
+	bad := false
+	eachMemberAt(obj, 0, func(key []byte, from, to int) bool {
 		var dst *int
-		switch f.Key {
+		switch string(key) {
 		case "prompt_tokens":
 			dst = &u.PromptTokens
 		case "completion_tokens":
@@ -404,16 +409,22 @@ func usageFrom(fields []Field) *Usage {
 		case "total_tokens":
 			dst = &u.TotalTokens
 		default:
-			continue
+			return false
 		}
-		if string(f.Value) == "null" {
-			continue
+		v := obj[from:to]
+		if string(v) == "null" {
+			return false
 		}
-		n, err := strconv.Atoi(string(f.Value))
+		n, err := strconv.Atoi(string(v))
 		if err != nil || n < 0 {
-			return nil
+			bad = true
+			return true
 		}
 		*dst = n
+		return false
+	})
+	if bad {
+		return nil
 	}
 	return &u
 }

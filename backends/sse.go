@@ -3,6 +3,7 @@ package backends
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -211,7 +212,7 @@ func InspectChunk(ev *Event) {
 		u, ch := lookupTrusted(d, "usage"), lookupTrusted(d, "choices")
 		var usage *Usage
 		if len(u) > 0 && u[0] == '{' {
-			usage = usageFrom(splitObjectTrusted(u))
+			usage = usageFrom(u)
 		}
 		if usage != nil {
 			switch {
@@ -264,8 +265,10 @@ func memberStarts(d []byte, key string, str bool) bool {
 // null is no error). The status is the error's numeric "code" or "status" when it is an
 // HTTP error status, else 502; message, type, code and param are the upstream's.
 // Backend is left for the caller to set.
-func InBandError(d []byte) *APIError {
-	e := lookupTrusted(d, "error")
+func InBandError(d []byte) *APIError { return inBandError(d, lookupTrusted(d, "error")) }
+
+// inBandError is InBandError with d's error member already looked up (nil: none).
+func inBandError(d []byte, e json.RawMessage) *APIError {
 	if len(e) == 0 || (e[0] != '{' && e[0] != '"') {
 		return nil
 	}

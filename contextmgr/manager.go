@@ -65,8 +65,9 @@ type Result struct {
 type Tracker interface {
 	// Chunk sees each streamed data payload (valid only during the call).
 	Chunk(data []byte)
-	// Body sees a non-streaming answer.
-	Body(b []byte)
+	// Answer sees a non-streaming answer: the content and tool_calls of its first choice's
+	// message, as raw JSON (backends.Response.Answer).
+	Answer(content, toolCalls json.RawMessage)
 	// Finish ends the exchange; ok reports whether the answer completed. It copies what is
 	// saved out of the request, so it is called while the request's body is still held.
 	Finish(ok bool)
@@ -730,12 +731,8 @@ func (t *tracker) Chunk(data []byte) {
 	}
 }
 
-// Body implements Tracker.
-func (t *tracker) Body(b []byte) {
-	content, calls, ok := backends.AnswerChoice(b)
-	if !ok {
-		return
-	}
+// Answer implements Tracker.
+func (t *tracker) Answer(content, calls json.RawMessage) {
 	t.content = append(t.content, backends.ContentText(content, 0)...)
 	if len(calls) > 0 && calls[0] == '[' {
 		t.body = append(json.RawMessage(nil), calls...)

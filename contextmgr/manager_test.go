@@ -576,7 +576,8 @@ func TestBodyAnswerSaved(t *testing.T) {
 	in := Input{ConversationID: "json", Role: roles.General}
 	m.Enrich(context.Background(), req, in)
 	tr := m.Track(req, in)
-	tr.Body([]byte(`{"id":"x","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"4","tool_calls":[{"id":"call_9","type":"function","function":{"name":"calc","arguments":"{}"}}]},"finish_reason":"tool_calls"}]}`))
+	content, calls, _ := backends.AnswerChoice([]byte(`{"id":"x","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"4","tool_calls":[{"id":"call_9","type":"function","function":{"name":"calc","arguments":"{}"}}]},"finish_reason":"tool_calls"}]}`))
+	tr.Answer(content, calls)
 	tr.Finish(true)
 	sync_(t, m)
 	got, _ := st.History(context.Background(), "json", 0)

@@ -149,7 +149,9 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) error {
 		// The client gets its answer now, not after the bookkeeping below.
 		_ = http.NewResponseController(w).Flush()
 		if tracker != nil {
-			tracker.Body(resp.Body)
+			if content, calls, ok := resp.Answer(); ok {
+				tracker.Answer(content, calls)
+			}
 			tracker.Finish(true)
 		}
 		// 5. Usage tracker.

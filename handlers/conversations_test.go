@@ -34,7 +34,8 @@ func TestDeleteConversation(t *testing.T) {
 	defer m.Close(context.Background())
 	req, _ := backends.ParseChatRequest([]byte(`{"model":"auto","messages":[{"role":"user","content":"secret"}]}`))
 	tr := m.Track(req, contextmgr.Input{ConversationID: "conv-1"})
-	tr.Body([]byte(`{"choices":[{"index":0,"message":{"role":"assistant","content":"ok"}}]}`))
+	content, calls, _ := backends.AnswerChoice([]byte(`{"choices":[{"index":0,"message":{"role":"assistant","content":"ok"}}]}`))
+	tr.Answer(content, calls)
 	tr.Finish(true)
 
 	noStore := contextmgr.New(config.Default().Context, nil, nil)
