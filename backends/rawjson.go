@@ -242,6 +242,22 @@ func commonKey(b []byte) (string, bool) {
 		return "delta", true
 	case "usage":
 		return "usage", true
+	case "object":
+		return "object", true
+	case "created":
+		return "created", true
+	case "system_fingerprint":
+		return "system_fingerprint", true
+	case "x_nanogpt_pricing":
+		return "x_nanogpt_pricing", true
+	case "parallel_tool_calls":
+		return "parallel_tool_calls", true
+	case "max_tokens":
+		return "max_tokens", true
+	case "max_completion_tokens":
+		return "max_completion_tokens", true
+	case "reasoning_effort":
+		return "reasoning_effort", true
 	}
 	return "", false
 }
