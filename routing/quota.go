@@ -68,6 +68,9 @@ type Quota struct {
 	monthLim  atomic.Int64
 	dayLim    atomic.Int64
 	pending   map[string]int64 // period -> absolute value not yet written
+	// The current month's and day's period names (under mu): formatting them was two
+	// time.Format calls per counted request.
+	monthName, dayName periodName
 
 	covered       atomic.Pointer[map[string]bool]
 	coveredSource atomic.Pointer[string]
@@ -152,6 +155,21 @@ func monthPeriod(t time.Time) string {
 	return t.UTC().Format("2006-01")
 }
 func dayPeriod(t time.Time) string { return t.UTC().Format("2006-01-02") }
+
+// periodName is a period's name (monthPeriod, dayPeriod) with the index it was made for.
+type periodName struct {
+	index int64
+	name  string
+}
+
+// get returns the name of the period with index at t, formatting it only when the period
+// changed.
+func (p *periodName) get(index int64, t time.Time, format func(time.Time) string) string {
+	if p.name == "" || p.index != index {
+		*p = periodName{index, format(t)}
+	}
+	return p.name
+}
 func monthReset(t time.Time) time.Time {
 	t = t.UTC()
 	return time.Date(t.Year(), t.Month()+1, 1, 0, 0, 0, 0, time.UTC)
@@ -207,8 +225,8 @@ func (q *Quota) add(n int64, now time.Time) {
 		q.dayKey.Store(dk)
 		q.dayUsed.Store(0)
 	}
-	q.pending[monthPeriod(now)] = q.monthUsed.Add(n)
-	q.pending[dayPeriod(now)] = q.dayUsed.Add(n)
+	q.pending[q.monthName.get(monthIndex(now), now, monthPeriod)] = q.monthUsed.Add(n)
+	q.pending[q.dayName.get(dayIndex(now), now, dayPeriod)] = q.dayUsed.Add(n)
 }
 
 // CountRequest counts one served request when the unit is requests.
@@ -234,11 +252,11 @@ func (q *Quota) set(month, day int64, now time.Time) {
 	q.dayKey.Store(dayIndex(now))
 	if month >= 0 {
 		q.monthUsed.Store(month)
-		q.pending[monthPeriod(now)] = month
+		q.pending[q.monthName.get(monthIndex(now), now, monthPeriod)] = month
 	}
 	if day >= 0 {
 		q.dayUsed.Store(day)
-		q.pending[dayPeriod(now)] = day
+		q.pending[q.dayName.get(dayIndex(now), now, dayPeriod)] = day
 	}
 }
 
