@@ -612,12 +612,18 @@ func IsCondensing(req *backends.ChatRequest) bool {
 		break
 	}
 	if n := len(req.Messages); n > 0 && req.Messages[n-1].Role == "user" {
-		t := strings.ToLower(strings.TrimSpace(req.Messages[n-1].Text(200)))
-		return strings.HasPrefix(t, "summarize the conversation") || strings.HasPrefix(t, "summarise the conversation") ||
-			strings.HasPrefix(t, "condense the conversation")
+		t := strings.TrimSpace(req.Messages[n-1].Text(200))
+		for _, p := range condensingOpenings {
+			if len(t) >= len(p) && strings.EqualFold(t[:len(p)], p) {
+				return true
+			}
+		}
 	}
 	return false
 }
+
+// condensingOpenings are how a request to condense the conversation opens (any case).
+var condensingOpenings = []string{"summarize the conversation", "summarise the conversation", "condense the conversation"}
 
 // firstTurnOf is turnOf for a conversation's first turn, which every request of the task
 // carries: a memo of its bytes. The turn is only read.
