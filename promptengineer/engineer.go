@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -367,7 +368,7 @@ func (e *Engineer) resolve(st *Strategies, req *backends.ChatRequest, in Input) 
 		if slug := envMode(req.Messages[ui].ContentJSON()); slug != "" {
 			if r, ok := e.modes[slug]; ok {
 				return Result{Role: r, Signal: SignalMode,
-					Reason: fmt.Sprintf("agent mode %q (# Current Mode in environment_details)", slug)}, nil, nil
+					Reason: "agent mode " + strconv.Quote(slug) + " (# Current Mode in environment_details)"}, nil, nil
 			}
 			unmapped = slug
 		}
@@ -375,7 +376,7 @@ func (e *Engineer) resolve(st *Strategies, req *backends.ChatRequest, in Input) 
 	if slug, agent := op.slug, op.agent; slug != "" {
 		if r, ok := e.modes[slug]; ok {
 			return Result{Role: r, Signal: SignalOpening,
-				Reason: fmt.Sprintf("agent mode %q (%s system prompt opening)", slug, agent)}, nil, nil
+				Reason: "agent mode " + strconv.Quote(slug) + " (" + agent + " system prompt opening)"}, nil, nil
 		}
 		if unmapped == "" {
 			unmapped = slug
@@ -390,7 +391,7 @@ func (e *Engineer) resolve(st *Strategies, req *backends.ChatRequest, in Input) 
 	// (and so the provider's prompt cache) and its route stay the same turn to turn.
 	if r, ok := e.conv.get(in.ConversationID); ok {
 		return Result{Role: r, Signal: SignalConversation,
-			Reason: fmt.Sprintf("conversation role (first classified as %s)%s", r, note)}, nil, nil
+			Reason: "conversation role (first classified as " + string(r) + ")" + note}, nil, nil
 	}
 	if ui >= 0 {
 		text := userText(headText(req.Messages[ui].ContentJSON(), st.MaxBytes+512))
