@@ -47,7 +47,7 @@ type Response struct {
 	// Model is the model that answered, as the upstream named it (may be empty).
 	Model string
 
-	// choice holds choices[index 0].message's content and tool_calls when the backend read
+	// content and toolCalls are choices[index 0].message's members when the backend read
 	// them while validating Body (choiceRead); Answer reads Body otherwise.
 	content, toolCalls json.RawMessage
 	choiceRead         bool
