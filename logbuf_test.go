@@ -126,3 +126,33 @@ func TestLogOutputAfterClose(t *testing.T) {
 		t.Errorf("stderr = %q; want both lines", got)
 	}
 }
+
+// An info line is formatted later, off the goroutine that logged it, but says what was
+// logged when it was logged: the record's own time, not the time it was formatted.
+func TestLogOutputFormatsInfoLinesLater(t *testing.T) {
+	var out lockedBuffer
+	log, lo := newTestLog(&out)
+	before := time.Now().Truncate(time.Millisecond)
+	log.Info("request", "status", 200)
+	after := time.Now()
+	lo.mu.Lock()
+	pending, buffered := len(lo.pending), len(lo.buf)
+	lo.mu.Unlock()
+	if pending != 1 || buffered != 0 {
+		t.Errorf("right after the call %d records wait and %d bytes are formatted; want the record waiting", pending, buffered)
+	}
+	time.Sleep(3 * logFlushDelay) // formatting later must not stamp it later
+	lo.Close()
+	line := out.String()
+	i := strings.Index(line, "time=")
+	if i < 0 || !strings.Contains(line, "msg=request status=200") {
+		t.Fatalf("stderr = %q", line)
+	}
+	ts, err := time.Parse(time.RFC3339Nano, strings.Fields(line[i+len("time="):])[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ts.Before(before) || ts.After(after) {
+		t.Errorf("line stamped %s; logged between %s and %s", ts, before, after)
+	}
+}
