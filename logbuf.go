@@ -78,6 +78,13 @@ func (l *logOutput) Write(p []byte) (int, error) {
 	l.buf = append(l.buf, p...)
 	full := len(l.buf) >= logFlushBytes && !l.formatting.Load()
 	l.mu.Unlock()
+	l.queued(first, full)
+	return len(p), nil
+}
+
+// queued follows a line or a record queued: when the queue is full it is written at once,
+// and the first one queued wakes the writer, which writes it within logFlushDelay.
+func (l *logOutput) queued(first, full bool) {
 	switch {
 	case full:
 		l.Flush()
@@ -87,7 +94,6 @@ func (l *logOutput) Write(p []byte) (int, error) {
 		default:
 		}
 	}
-	return len(p), nil
 }
 
 // later keeps a copy of r to be formatted by h before the next write; false when the
@@ -102,15 +108,7 @@ func (l *logOutput) later(h slog.Handler, r slog.Record) bool {
 	l.pending = append(l.pending, pendingRecord{h, r.Clone()})
 	full := len(l.pending) >= maxPending
 	l.mu.Unlock()
-	switch {
-	case full:
-		l.Flush()
-	case first:
-		select {
-		case l.kick <- struct{}{}:
-		default:
-		}
-	}
+	l.queued(first, full)
 	return true
 }
 
