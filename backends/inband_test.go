@@ -244,6 +244,9 @@ func TestJSONAnswerMetaAndBadBodies(t *testing.T) {
 		wantModel string
 		wantUsage *Usage
 		wantBody  string // "" = unchanged
+		// The first choice's message content and tool_calls, as the backend hands them to
+		// the context tracker (Response.Answer): what reading the body gives.
+		wantContent, wantCalls string
 	}{
 		{name: "usage and model", body: `{"id":"x","model":"m-1","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}`,
 			wantModel: "m-1", wantUsage: &Usage{PromptTokens: 3, CompletionTokens: 2, TotalTokens: 5}},
@@ -251,7 +254,13 @@ func TestJSONAnswerMetaAndBadBodies(t *testing.T) {
 		{name: "usage of the wrong shape", body: `{"model":"m-1","usage":{"prompt_tokens":"3"}}`, wantModel: "m-1"},
 		{name: "model not a string", body: `{"model":7,"usage":null}`},
 		{name: "reasoning gets reasoning_content", body: `{"model":"m","choices":[{"index":0,"message":{"role":"assistant","reasoning":"think","content":"hi"}}]}`,
-			wantModel: "m", wantBody: `{"model":"m","choices":[{"index":0,"message":{"role":"assistant","reasoning":"think","reasoning_content":"think","content":"hi"}}]}`},
+			wantModel: "m", wantBody: `{"model":"m","choices":[{"index":0,"message":{"role":"assistant","reasoning":"think","reasoning_content":"think","content":"hi"}}]}`,
+			wantContent: `"hi"`},
+		{name: "tool call, first choice not first, usage escaped and null",
+			body: `{"model":"m","choices":[{"index":1,"message":{"content":"no"}},{"index":0,"message":{"role":"assistant","content":null,"tool_calls":[{"id":"c1","type":"function","function":{"name":"read_file","arguments":"{}"}}]}}],` +
+				`"usage":{"prompt\u005ftokens":5,"completion_tokens":null,"total_tokens":5}}`,
+			wantModel: "m", wantUsage: &Usage{PromptTokens: 5, TotalTokens: 5},
+			wantContent: `null`, wantCalls: `[{"id":"c1","type":"function","function":{"name":"read_file","arguments":"{}"}}]`},
 		{name: "html", body: `<html>bad gateway</html>`, wantErr: true},
 		{name: "cut short", body: `{"model":"m","choices":[{"index":0,"mess`, wantErr: true},
 		{name: "an array", body: `[{"model":"m"}]`, wantErr: true},
@@ -289,6 +298,13 @@ func TestJSONAnswerMetaAndBadBodies(t *testing.T) {
 			}
 			if (resp.Usage == nil) != (tt.wantUsage == nil) || (resp.Usage != nil && *resp.Usage != *tt.wantUsage) {
 				t.Errorf("usage = %+v, want %+v", resp.Usage, tt.wantUsage)
+			}
+			content, calls, ok := resp.Answer()
+			if !ok || string(content) != tt.wantContent || string(calls) != tt.wantCalls {
+				t.Errorf("Answer() = %s, %s, %v; want %s, %s", content, calls, ok, tt.wantContent, tt.wantCalls)
+			}
+			if c, tc, _ := AnswerChoice(resp.Body); string(c) != string(content) || string(tc) != string(calls) {
+				t.Errorf("Answer() = %s, %s; reading the body gives %s, %s", content, calls, c, tc)
 			}
 		})
 	}

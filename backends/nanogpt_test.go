@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"testing"
 	"time"
 
@@ -100,63 +99,4 @@ func TestRetryAfter(t *testing.T) {
 			t.Errorf("RetryAfter(%q) = %v %v, want %v %v", tc.in, got, ok, tc.want, tc.ok)
 		}
 	}
-}
-
-// TestNanoGPTAnswerAndUsage: what the backend reads in its one pass over a JSON answer (the
-// first choice's content and tool calls, the usage) is what reading the body it returns
-// gives, including after the reasoning_content insertion, with the first choice not
-// first, and with usage counts that are null, escaped or not numbers.
-func TestNanoGPTAnswerAndUsage(t *testing.T) {
-	tests := []struct {
-		name, body     string
-		content, calls string
-		usage          *backends.Usage
-	}{
-		{"fixture with reasoning", string(readFixture(t, "nanogpt/chat-completion.json")),
-			`"Use context.WithoutCancel when work must outlive the request."`, `null`,
-			&backends.Usage{PromptTokens: 812, CompletionTokens: 14, TotalTokens: 826}},
-		{"tool call, second choice first",
-			`{"choices":[{"index":1,"message":{"content":"no"}},{"index":0,"message":{"role":"assistant","content":null,"tool_calls":[{"id":"c1","type":"function","function":{"name":"read_file","arguments":"{}"}}]}}],` +
-				`"usage":{"prompt\u005ftokens":5,"completion_tokens":null,"total_tokens":5}}`,
-			`null`, `[{"id":"c1","type":"function","function":{"name":"read_file","arguments":"{}"}}]`,
-			&backends.Usage{PromptTokens: 5, TotalTokens: 5}},
-		{"usage not numbers", `{"choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":"7","total_tokens":7}}`,
-			`"hi"`, ``, nil},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			srv := newJSONUpstream(t, tc.body)
-			ng := backends.NewNanoGPT(backends.NanoGPTConfig{BaseURL: srv + "/v1", APIKey: "k"}, nil)
-			req, err := backends.ParseChatRequest([]byte(`{"model":"auto","messages":[{"role":"user","content":"hi"}]}`))
-			if err != nil {
-				t.Fatal(err)
-			}
-			resp, err := ng.ChatCompletion(context.Background(), &backends.Call{Model: "m", Request: req})
-			if err != nil {
-				t.Fatal(err)
-			}
-			content, calls, ok := resp.Answer()
-			if !ok || string(content) != tc.content || string(calls) != tc.calls {
-				t.Errorf("Answer() = %s, %s, %v; want %s, %s", content, calls, ok, tc.content, tc.calls)
-			}
-			wc, wcalls, wok := backends.AnswerChoice(resp.Body)
-			if string(content) != string(wc) || string(calls) != string(wcalls) || ok != wok {
-				t.Errorf("Answer() = %s, %s; reading the body gives %s, %s", content, calls, wc, wcalls)
-			}
-			if diff := cmp.Diff(tc.usage, resp.Usage); diff != "" {
-				t.Errorf("usage (-want +got):\n%s", diff)
-			}
-		})
-	}
-}
-
-// newJSONUpstream serves body as the answer to every chat completion; it returns its URL.
-func newJSONUpstream(t *testing.T, body string) string {
-	t.Helper()
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write([]byte(body))
-	}))
-	t.Cleanup(srv.Close)
-	return srv.URL
 }
