@@ -353,20 +353,21 @@ func (s *Server) writeStreamHeaders(w http.ResponseWriter, ex *exchange, c routi
 	_ = rc.Flush()
 }
 
-// answerHeaders sets the X-Proxy-* headers naming candidate c, the headers kv names
-// (name, value, ...; names in canonical form) and the upstream's own headers worth
-// passing on. The values share one array: a Set each allocated one per header.
+// answerHeaders sets the X-Proxy-* headers naming candidate c, the upstream's own headers
+// worth passing on, and last the headers kv names (name, value, ...; names in canonical
+// form), which describe the proxy's answer and so win. The values share one array: a Set
+// each allocated one per header.
 func answerHeaders(w http.ResponseWriter, ex *exchange, c routing.Candidate, resp *backends.Response, kv ...string) {
 	h := w.Header()
 	vals := make([]string, 3, 3+len(kv)/2)
 	vals[0], vals[1], vals[2] = c.Model, c.Backend, strconv.Itoa(ex.attempts)
 	h["X-Proxy-Model"], h["X-Proxy-Backend"], h["X-Proxy-Attempts"] = vals[0:1:1], vals[1:2:2], vals[2:3:3]
+	for k, v := range resp.Header {
+		h[k] = v
+	}
 	for i := 0; i+1 < len(kv); i += 2 {
 		vals = append(vals, kv[i+1])
 		h[kv[i]] = vals[len(vals)-1 : len(vals) : len(vals)]
-	}
-	for k, v := range resp.Header {
-		h[k] = v
 	}
 }
 
