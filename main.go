@@ -24,6 +24,7 @@ import (
 	"github.com/nanogpt-proxy/nanogpt-proxy/contextmgr"
 	"github.com/nanogpt-proxy/nanogpt-proxy/data"
 	"github.com/nanogpt-proxy/nanogpt-proxy/handlers"
+	"github.com/nanogpt-proxy/nanogpt-proxy/internal/procs"
 	"github.com/nanogpt-proxy/nanogpt-proxy/mcp"
 	"github.com/nanogpt-proxy/nanogpt-proxy/promptengineer"
 	"github.com/nanogpt-proxy/nanogpt-proxy/roles"
@@ -242,6 +243,21 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return err
 	}
 	status["prompt"] = prompt.Status
+	// Threads: one P while the proxy needs less than a core, every core when it needs more.
+	if cfg.Server.AdaptiveProcs {
+		pc := procs.New(procs.Config{})
+		go pc.Run(ctx)
+		status["gomaxprocs"] = func() any { return pc.Status() }
+	} else {
+		reason := "server.adaptive_procs is false"
+		if getenv("GOMAXPROCS") != "" {
+			reason = "GOMAXPROCS is set"
+		}
+		status["gomaxprocs"] = func() any {
+			n := runtime.GOMAXPROCS(0)
+			return procs.Status{Mode: "fixed", Reason: reason, Procs: n, Max: n}
+		}
+	}
 	if cfg.Prompt.ReloadInterval > 0 {
 		t := time.NewTicker(cfg.Prompt.ReloadInterval)
 		defer t.Stop()

@@ -8,8 +8,12 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/nanogpt-proxy/nanogpt-proxy/internal/procs"
 )
 
 // A database that cannot be opened costs usage tracking and the conversation store, not
@@ -87,5 +91,48 @@ func TestArgumentsDoNotStartTheServer(t *testing.T) {
 		if _, statErr := os.Stat(filepath.Dir(env["DB_PATH"])); statErr == nil {
 			t.Errorf("run(%q) created the database folder: it started the proxy", tc.args)
 		}
+	}
+}
+
+// /status says how many threads run the proxy's Go code and why: adapted to the load by
+// default, the operator's number when GOMAXPROCS is set.
+func TestStatusGOMAXPROCS(t *testing.T) {
+	def := runtime.GOMAXPROCS(0)
+	adaptive := procs.Status{Mode: "adaptive", Procs: 1, Max: def}
+	if def == 1 {
+		adaptive = procs.Status{Mode: "fixed", Reason: "one CPU: nothing to adapt", Procs: 1, Max: 1}
+	}
+	tests := []struct {
+		name string
+		env  map[string]string
+		want procs.Status
+	}{
+		{"default", nil, adaptive},
+		{"GOMAXPROCS set", map[string]string{"GOMAXPROCS": "1"}, procs.Status{Mode: "fixed", Reason: "GOMAXPROCS is set", Procs: def, Max: def}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			base, stop := startProxy(t, t.TempDir(), tt.env)
+			defer stop()
+			resp, err := http.Get(base + "/status")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			var st struct {
+				Procs procs.Status `json:"gomaxprocs"`
+			}
+			if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+				t.Fatal(err)
+			}
+			// The test process's own load: busy starting up, it may have had every core.
+			st.Procs.Load, st.Procs.Switches = 0, 0
+			if tt.want.Mode == "adaptive" && st.Procs.Procs == def {
+				st.Procs.Procs = 1
+			}
+			if d := cmp.Diff(tt.want, st.Procs); d != "" {
+				t.Errorf("/status gomaxprocs (-want +got):\n%s", d)
+			}
+		})
 	}
 }

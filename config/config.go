@@ -50,6 +50,10 @@ type Server struct {
 	MaxBodyBytes int64 `yaml:"max_body_bytes"`
 	// ShutdownTimeout is how long in-flight requests may run after SIGINT/SIGTERM.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// AdaptiveProcs runs the proxy's Go code on one thread while it needs less than a core
+	// and on every core it may use when it needs more (internal/procs). Setting the
+	// GOMAXPROCS environment variable turns it off: the operator's number is kept.
+	AdaptiveProcs bool `yaml:"adaptive_procs"`
 }
 
 // Addr is host:port.
@@ -196,7 +200,7 @@ type Log struct {
 // Default returns the documented defaults.
 func Default() Config {
 	return Config{
-		Server: Server{Host: "127.0.0.1", Port: 8090, MaxBodyBytes: 32 << 20, ShutdownTimeout: 30 * time.Second},
+		Server: Server{Host: "127.0.0.1", Port: 8090, MaxBodyBytes: 32 << 20, ShutdownTimeout: 30 * time.Second, AdaptiveProcs: true},
 		Upstream: Upstream{
 			FirstByteTimeout: 5 * time.Minute,
 			IdleTimeout:      2 * time.Minute,
@@ -299,6 +303,9 @@ func applyEnv(cfg *Config, getenv func(string) string) error {
 	str("LOG_LEVEL", &cfg.Log.Level)
 	str("LOG_FORMAT", &cfg.Log.Format)
 	integer("MAX_BODY_BYTES", &cfg.Server.MaxBodyBytes)
+	if getenv("GOMAXPROCS") != "" { // the Go runtime's own variable: the runtime has applied it
+		cfg.Server.AdaptiveProcs = false
+	}
 	str("RESEARCH_SCHEDULE", &cfg.Research.Schedule)
 	str("RESEARCH_TIMEZONE", &cfg.Research.Timezone)
 	return errors.Join(errs...)

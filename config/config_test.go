@@ -42,6 +42,7 @@ func TestDefaults(t *testing.T) {
 		{"rankings", cfg.Routing.RankingsPath, "data/model_routing.json"},
 		{"log", cfg.Log, config.Log{Level: "info", Format: "text"}},
 		{"body limit", cfg.Server.MaxBodyBytes, int64(32 << 20)},
+		{"adaptive GOMAXPROCS", cfg.Server.AdaptiveProcs, true},
 		{"nanogpt enabled without key", cfg.NanoGPT.Enabled(), false},
 		{"vertex enabled without project", cfg.Vertex.Enabled(), false},
 	}
@@ -60,6 +61,7 @@ func TestEnvOverrides(t *testing.T) {
 		"VERTEX_BASE_URL": "http://127.0.0.1:10", "ACTIVE_PROFILE": "work", "HOST": "0.0.0.0", "PORT": "9999",
 		"DB_PATH": "~/x/u.db", "HOME": "/h", "PROMPT_STRATEGIES_PATH": "/s.yaml", "MODEL_ROUTING_PATH": "/r.json",
 		"ADMIN_TOKEN": "adm", "LOG_LEVEL": "DEBUG", "LOG_FORMAT": "json", "MAX_BODY_BYTES": "2048",
+		"GOMAXPROCS": "3",
 	}))
 	if err != nil {
 		t.Fatal(err)
@@ -83,6 +85,7 @@ func TestEnvOverrides(t *testing.T) {
 		{"admin", cfg.Admin.Token, "adm"},
 		{"log", cfg.Log, config.Log{Level: "DEBUG", Format: "json"}},
 		{"body", cfg.Server.MaxBodyBytes, int64(2048)},
+		{"GOMAXPROCS set: the operator's number is kept", cfg.Server.AdaptiveProcs, false},
 	}
 	for _, c := range checks {
 		if !cmp.Equal(c.got, c.want) {
@@ -100,6 +103,7 @@ func TestYAMLFile(t *testing.T) {
 server:
   port: 7000
   shutdown_timeout: 5s
+  adaptive_procs: false
 upstream:
   first_byte_timeout: 30s
   idle_timeout: 10s
@@ -119,7 +123,8 @@ log:
 		t.Fatal(err)
 	}
 	if cfg.Server.Port != 7000 || cfg.Server.ShutdownTimeout != 5*time.Second || cfg.Upstream.FirstByteTimeout != 30*time.Second ||
-		cfg.Upstream.IdleTimeout != 10*time.Second || cfg.Storage.QueueSize != 8 || cfg.Storage.FlushInterval != time.Second || cfg.Log.Level != "warn" {
+		cfg.Upstream.IdleTimeout != 10*time.Second || cfg.Storage.QueueSize != 8 || cfg.Storage.FlushInterval != time.Second || cfg.Log.Level != "warn" ||
+		cfg.Server.AdaptiveProcs {
 		t.Errorf("file settings not applied: %+v", cfg)
 	}
 	if cfg.Routing.ActiveProfile != "personal" {
