@@ -4,7 +4,7 @@
 // that, every goroutine made runnable (a socket ready, a writer woken) also wakes an idle
 // thread that spins looking for work and goes back to sleep; on a laptop shared with an
 // editor, a language server and builds, that costs more CPU than the request itself (the
-// load benchmark measured the same requests at 25-30 % less CPU each with one P).
+// load benchmark measured the same requests at 19-26 % less CPU each with one P).
 //
 // The Controller runs the proxy on one P while the process uses less than a core and
 // gives it the runtime's default (every core it may use) as soon as it needs more: it
@@ -103,7 +103,7 @@ func (c *Controller) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			c.Sample()
+			c.sample()
 		}
 	}
 }
@@ -139,9 +139,9 @@ func (c *Controller) stop() {
 	}
 }
 
-// Sample measures the CPU used since the last sample and switches if the load asks for
+// sample measures the CPU used since the last sample and switches if the load asks for
 // it. Run calls it every Interval.
-func (c *Controller) Sample() {
+func (c *Controller) sample() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	cpu, ok := c.cpu()

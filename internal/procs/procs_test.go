@@ -41,7 +41,7 @@ func (m *fakeMachine) interval(c *Controller, load float64) {
 	d := 250 * time.Millisecond
 	m.now = m.now.Add(d)
 	m.cpu += time.Duration(load * float64(d))
-	c.Sample()
+	c.sample()
 }
 
 func TestControllerFollowsTheLoad(t *testing.T) {
