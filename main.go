@@ -246,7 +246,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	// Threads: one P while the proxy needs less than a core, every core when it needs more.
 	if cfg.Server.AdaptiveProcs {
 		pc := procs.New(procs.Config{})
-		go pc.Run(ctx)
+		pctx, pcancel := context.WithCancel(ctx)
+		pdone := make(chan struct{})
+		go func() { defer close(pdone); pc.Run(pctx) }()
+		defer func() { pcancel(); <-pdone }() // the runtime's default is back before run returns
 		status["gomaxprocs"] = func() any { return pc.Status() }
 	} else {
 		reason := "server.adaptive_procs is false"

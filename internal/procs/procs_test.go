@@ -132,11 +132,13 @@ func TestControllerFixed(t *testing.T) {
 // runtime's default is in force again. The thresholds are low so that a loaded test
 // machine still shows a busy loop as busy; the thresholds' own rules are tested above.
 func TestControllerDrivesTheRuntime(t *testing.T) {
+	orig := runtime.GOMAXPROCS(0)
+	defer runtime.GOMAXPROCS(orig)
+	runtime.SetDefaultGOMAXPROCS() // what the controller gives a busy process (GOMAXPROCS in the environment aside)
 	full := runtime.GOMAXPROCS(0)
 	if full < 2 {
 		t.Skip("one CPU: nothing to adapt")
 	}
-	defer runtime.SetDefaultGOMAXPROCS()
 	c := New(Config{Interval: 20 * time.Millisecond, Up: 0.3, Down: 0.15, DownAfter: 3})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
