@@ -154,10 +154,12 @@ func (c *Controller) sample() {
 	c.lastCPU, c.lastAt = cpu, now
 	switch {
 	case c.procs == 1 && c.load >= c.cfg.Up:
-		c.full = c.set(0)
-		c.procs = c.full
+		c.full = c.set(0) // the default follows the CPUs, affinity and quota of now
 		c.low = 0
-		c.switches++
+		if c.full > 1 {
+			c.procs = c.full
+			c.switches++
+		}
 	case c.procs > 1 && c.load < c.cfg.Down:
 		c.low++
 		if c.low >= c.cfg.DownAfter {

@@ -99,6 +99,20 @@ func TestControllerStatus(t *testing.T) {
 	}
 }
 
+// A machine whose CPUs (or quota) went down to one since the start: the default is
+// applied, and it is not counted as a switch.
+func TestControllerDefaultDownToOne(t *testing.T) {
+	m := &fakeMachine{full: 4}
+	c := m.controller(Config{})
+	c.start()
+	m.full = 1
+	m.interval(c, 0.9)
+	m.interval(c, 0.9)
+	if s := c.Status(); s.Procs != 1 || s.Max != 1 || s.Switches != 0 {
+		t.Errorf("status = %+v, want one P, max 1, no switches", s)
+	}
+}
+
 // With one CPU, or without a way to read the process's CPU time, the controller leaves
 // the runtime's default alone and says why.
 func TestControllerFixed(t *testing.T) {
