@@ -13,7 +13,6 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/nanogpt-proxy/nanogpt-proxy/internal/procs"
 )
 
 // A database that cannot be opened costs usage tracking and the conversation store, not
@@ -101,18 +100,30 @@ func TestStatusGOMAXPROCS(t *testing.T) {
 	defer runtime.GOMAXPROCS(orig)
 	runtime.SetDefaultGOMAXPROCS() // the controller's max, whatever GOMAXPROCS the test process got
 	def := runtime.GOMAXPROCS(0)
-	adaptive := procs.Status{Mode: "adaptive", Procs: 1, Max: def}
+	// The section as a client reads it (the JSON names are the contract).
+	type section struct {
+		Mode    string `json:"mode"`
+		Reason  string `json:"reason"`
+		Current int    `json:"current"`
+		Max     int    `json:"max"`
+	}
+	adaptive := section{Mode: "adaptive", Current: 1, Max: def}
 	if def == 1 {
-		adaptive = procs.Status{Mode: "fixed", Reason: "one CPU: nothing to adapt", Procs: 1, Max: 1}
+		adaptive = section{Mode: "fixed", Reason: "one CPU: nothing to adapt", Current: 1, Max: 1}
+	}
+	off := filepath.Join(t.TempDir(), "proxy.yaml")
+	if err := os.WriteFile(off, []byte("server:\n  adaptive_procs: false\n"), 0o600); err != nil {
+		t.Fatal(err)
 	}
 	tests := []struct {
 		name string
 		env  map[string]string
-		want procs.Status
+		want section
 	}{
 		{"default", nil, adaptive},
 		// The runtime applied the variable at startup; here the test process's own setting stands for it.
-		{"GOMAXPROCS set", map[string]string{"GOMAXPROCS": "1"}, procs.Status{Mode: "fixed", Reason: "GOMAXPROCS is set", Procs: def, Max: def}},
+		{"GOMAXPROCS set", map[string]string{"GOMAXPROCS": "1"}, section{Mode: "fixed", Reason: "GOMAXPROCS is set", Current: def, Max: def}},
+		{"switched off in the YAML file", map[string]string{"CONFIG_PATH": off}, section{Mode: "fixed", Reason: "server.adaptive_procs is false", Current: def, Max: def}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -124,15 +135,14 @@ func TestStatusGOMAXPROCS(t *testing.T) {
 			}
 			defer resp.Body.Close()
 			var st struct {
-				Procs procs.Status `json:"gomaxprocs"`
+				Procs section `json:"gomaxprocs"`
 			}
 			if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
 				t.Fatal(err)
 			}
 			// The test process's own load: busy starting up, it may have had every core.
-			st.Procs.Load, st.Procs.Switches = 0, 0
-			if tt.want.Mode == "adaptive" && st.Procs.Procs == def {
-				st.Procs.Procs = 1
+			if tt.want.Mode == "adaptive" && st.Procs.Current == def {
+				st.Procs.Current = 1
 			}
 			if d := cmp.Diff(tt.want, st.Procs); d != "" {
 				t.Errorf("/status gomaxprocs (-want +got):\n%s", d)

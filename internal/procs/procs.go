@@ -176,7 +176,7 @@ func (c *Controller) sample() {
 type Status struct {
 	Mode     string  `json:"mode"`             // "adaptive", or "fixed" (with Reason)
 	Reason   string  `json:"reason,omitempty"` // why fixed
-	Procs    int     `json:"gomaxprocs"`       // in force
+	Procs    int     `json:"current"`          // in force
 	Max      int     `json:"max"`              // the runtime's default: what a busy proxy gets
 	Load     float64 `json:"load_cores"`       // CPU used over the last interval, in cores
 	Switches int     `json:"switches"`         // changes of GOMAXPROCS so far
